@@ -1,0 +1,5 @@
+//! tether: agent enrollment and transport for Checkmk-style monitoring.
+pub mod cli;
+pub mod controller;
+pub mod receiver;
+pub mod wire;

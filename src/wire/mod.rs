@@ -1,0 +1,13 @@
+//! What both sides must agree on: the Checkmk agent-receiver API models, pull framing,
+//! compression, certificate facts and input validation (`../shared/spec/checkmk-wire.md`).
+pub mod api;
+pub mod certs;
+pub mod compression;
+pub mod error;
+pub mod multipart;
+pub mod paths;
+pub mod pull;
+pub mod tls;
+pub mod validate;
+
+pub use error::WireError;

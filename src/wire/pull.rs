@@ -1,0 +1,71 @@
+//! Framing of the pull protocol on TCP 6556 (spec §3).
+use super::compression::{self, Compression};
+use super::WireError;
+
+/// Written by the controller right after accept, before TLS.
+pub const TLS_MARKER: &[u8; 2] = b"16";
+pub const VERSION: [u8; 2] = [0, 0];
+
+pub fn compression_byte(c: Compression) -> u8 {
+    match c {
+        Compression::None => 0,
+        Compression::Zlib => 1,
+        Compression::Zstd => 2,
+    }
+}
+
+/// The bytes the controller sends inside TLS: version, compression byte, payload.
+pub fn encode(c: Compression, agent_output: &[u8]) -> Vec<u8> {
+    let body = compression::compress(c, agent_output);
+    let mut out = Vec::with_capacity(body.len() + 3);
+    out.extend_from_slice(&VERSION);
+    out.push(compression_byte(c));
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Decodes what a fetcher read to EOF inside TLS, inflating at most `limit` bytes.
+pub fn decode(stream: &[u8], limit: usize) -> Result<Vec<u8>, WireError> {
+    if stream.len() < 3 {
+        return Err(WireError::InvalidPull(format!(
+            "stream of {} bytes is shorter than its 3-byte header",
+            stream.len()
+        )));
+    }
+    if stream[..2] != VERSION {
+        return Err(WireError::InvalidPull(format!(
+            "unknown protocol version {:02x}{:02x}",
+            stream[0], stream[1]
+        )));
+    }
+    let c = match stream[2] {
+        0 => Compression::None,
+        1 => Compression::Zlib,
+        2 => Compression::Zstd,
+        b => return Err(WireError::UnsupportedCompression(format!("{b:02x}"))),
+    };
+    let out = compression::decompress(c, &stream[3..], limit)?;
+    if !out.starts_with(b"<<") {
+        return Err(WireError::InvalidPull(
+            "agent output does not begin with '<<'".to_string(),
+        ));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_roundtrip() {
+        let out = b"<<<check_mk>>>\nVersion: 2.3.0\n";
+        for c in [Compression::None, Compression::Zlib, Compression::Zstd] {
+            assert_eq!(decode(&encode(c, out), 1 << 20).unwrap(), out);
+        }
+        assert!(decode(b"\x00\x00", 10).is_err());
+        assert!(decode(b"\x00\x01\x00<<", 10).is_err());
+        assert!(decode(b"\x00\x00\x09<<", 10).is_err());
+        assert!(decode(b"\x00\x00\x00hello", 10).is_err());
+    }
+}
