@@ -51,8 +51,9 @@ pub fn report_error(json: bool, err: &CliError) {
 }
 
 pub fn print_json<T: Serialize>(value: &T) {
-    let s = serde_json::to_string_pretty(value)
-        .unwrap_or_else(|e| format!("{{\"ok\":false,\"error\":{{\"code\":\"internal\",\"message\":\"{e}\"}}}}"));
+    let s = serde_json::to_string_pretty(value).unwrap_or_else(|e| {
+        format!("{{\"ok\":false,\"error\":{{\"code\":\"internal\",\"message\":\"{e}\"}}}}")
+    });
     print_stdout(&s);
 }
 

@@ -6,7 +6,8 @@ use super::error::ErrorDocument;
 
 /// (file name, schema) for every JSON output of both CLIs.
 pub fn all() -> Vec<(String, Schema)> {
-    let mut v: Vec<(String, Schema)> = vec![("error.schema.json".into(), schema_for!(ErrorDocument))];
+    let mut v: Vec<(String, Schema)> =
+        vec![("error.schema.json".into(), schema_for!(ErrorDocument))];
     v.extend(super::agent::schemas());
     v.extend(super::receiver::schemas());
     v

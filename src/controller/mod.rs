@@ -1,1 +1,15 @@
-
+//! The agent side: registry, registration flows, trust, and the daemon (pull server, push,
+//! renewal). Depends on `wire`, never on `receiver`.
+pub mod agent_source;
+pub mod bundle;
+pub mod client;
+pub mod config;
+pub mod daemon;
+pub mod keys;
+pub mod pull_server;
+pub mod push;
+pub mod register;
+pub mod remote;
+pub mod renew;
+pub mod state;
+pub mod trust;

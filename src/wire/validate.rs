@@ -25,7 +25,12 @@ pub fn looks_like_uuid(s: &str) -> bool {
 /// Host names end up in paths, SQL and certificates: allow only what Checkmk host names
 /// use in practice, and nothing that could traverse a path.
 pub fn validate_host_name(s: &str) -> Result<(), WireError> {
-    let err = |why| Err(WireError::InvalidHostName(s.chars().take(80).collect(), why));
+    let err = |why| {
+        Err(WireError::InvalidHostName(
+            s.chars().take(80).collect(),
+            why,
+        ))
+    };
     if s.is_empty() {
         return err("empty");
     }
@@ -45,10 +50,7 @@ pub fn validate_host_name(s: &str) -> Result<(), WireError> {
 }
 
 pub fn validate_site_name(s: &str) -> Result<(), WireError> {
-    if s.is_empty()
-        || s.len() > 64
-        || !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-    {
+    if s.is_empty() || s.len() > 64 || !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
         return Err(WireError::InvalidSiteName(s.chars().take(80).collect()));
     }
     Ok(())
@@ -71,7 +73,9 @@ mod tests {
     fn host_rules() {
         assert!(validate_host_name("web-01.example.com").is_ok());
         assert!(validate_host_name("a_b").is_ok());
-        for bad in ["", "../x", "a/b", "a b", ".hidden", "-x", "a..b", "a\\b", "é"] {
+        for bad in [
+            "", "../x", "a/b", "a b", ".hidden", "-x", "a..b", "a\\b", "é",
+        ] {
             assert!(validate_host_name(bad).is_err(), "{bad}");
         }
     }

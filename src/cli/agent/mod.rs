@@ -1,6 +1,225 @@
 //! The agent-side CLI, binary `tether`.
+mod args;
+mod commands;
+pub mod views;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use schemars::schema_for;
+
+pub use args::split_host_port;
+use args::{parse_key_type, parse_label, SecretArgs, ServerArgs, TrustArgs};
+
+use crate::controller::keys::KeyType;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tether",
+    version,
+    about = "Register this host with Checkmk sites and serve their pulls over mutual TLS",
+    long_about = "Non-interactive and idempotent: no prompts, secrets only from files, stdin or the environment, and with --json exactly one JSON document on stdout. State lives in $TETHER_HOME (default /var/lib/tether)."
+)]
+pub struct Cli {
+    /// Print exactly one JSON document on stdout (schemas in schemas/).
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More logging on stderr (-v info, -vv debug).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Register this host with a site for an existing host (site: register_existing).
+    Register(RegisterArgs),
+    /// Register as a new host; the site creates it (or declines) by its rules.
+    RegisterNew(RegisterNewArgs),
+    /// Register another host and write its connection bundle (holds a private key).
+    ProxyRegister(ProxyRegisterArgs),
+    /// Import a connection bundle or a Checkmk registered_connections.json (FILE or -).
+    Import(ImportArgs),
+    /// Local and remote state of every connection, and the agent source's health.
+    Status(StatusArgs),
+    /// Delete connections matching a UUID, host name or SERVER/SITE (local only).
+    Delete(DeleteArgs),
+    /// Delete all connections (local only).
+    DeleteAll,
+    /// Renew certificates now (all connections, or the one named).
+    RenewCertificate(RenewArgs),
+    /// Print the agent output, as a site would get it.
+    Dump,
+    /// Run the daemon: serve pulls, push, renew certificates (systemd Type=notify).
+    Daemon(DaemonArgs),
+    /// Run only the pull listener.
+    Pull(DaemonArgs),
+    /// Push agent output once for every push connection.
+    Push(DaemonArgs),
+    /// Write the JSON Schemas of both CLIs' outputs into DIR.
+    #[command(hide = true)]
+    Schemas {
+        #[arg(long, default_value = "schemas")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RegisterArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Name of this host on the site.
+    #[arg(short = 'H', long = "hostname", value_name = "HOST")]
+    pub hostname: String,
+    #[command(flatten)]
+    pub secrets: SecretArgs,
+    #[command(flatten)]
+    pub trust: TrustArgs,
+    /// Key type of the agent certificate.
+    #[arg(long, value_parser = parse_key_type, default_value = "ec")]
+    pub key_type: KeyType,
+    /// Replace an existing registration with this site under another host name.
+    #[arg(long)]
+    pub force: bool,
+    /// Trust local state instead of asking the receiver whether it still knows us.
+    #[arg(long)]
+    pub no_query_remote: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RegisterNewArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    #[command(flatten)]
+    pub secrets: SecretArgs,
+    #[command(flatten)]
+    pub trust: TrustArgs,
+    /// Agent labels the site's rules match on (repeatable), e.g. cmk/hostname:web01.
+    #[arg(long = "agent-labels", value_name = "KEY:VALUE", value_parser = parse_label, num_args = 1..)]
+    pub agent_labels: Vec<(String, String)>,
+    #[arg(long, value_parser = parse_key_type, default_value = "ec")]
+    pub key_type: KeyType,
+    /// Seconds to wait for the site's decision.
+    #[arg(long, default_value_t = 300)]
+    pub timeout: u64,
+    /// Return the pending state at once instead of waiting.
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ProxyRegisterArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Host name of the host the bundle is for.
+    #[arg(short = 'H', long = "hostname", value_name = "HOST")]
+    pub hostname: String,
+    #[command(flatten)]
+    pub secrets: SecretArgs,
+    #[command(flatten)]
+    pub trust: TrustArgs,
+    #[arg(long, value_parser = parse_key_type, default_value = "ec")]
+    pub key_type: KeyType,
+    /// Write the bundle to FILE (created 0600) instead of stdout.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ImportArgs {
+    /// Bundle or registered_connections.json; `-` reads stdin.
+    pub file: String,
+    /// Host name to record for Checkmk connections (they carry none).
+    #[arg(short = 'H', long = "hostname")]
+    pub hostname: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// Do not contact the receivers.
+    #[arg(long)]
+    pub no_query_remote: bool,
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DeleteArgs {
+    /// UUID, host name, or SERVER/SITE.
+    pub connection: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RenewArgs {
+    /// UUID, host name, or SERVER/SITE; all connections when omitted.
+    pub connection: Option<String>,
+}
+
+#[derive(Debug, clap::Args, Clone)]
+pub struct DaemonArgs {
+    /// Configuration file (TOML); default $TETHER_HOME/tether.toml, then /etc/tether/tether.toml.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Override pull.listen (repeatable), e.g. 127.0.0.1:0 in tests.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Vec<std::net::SocketAddr>,
+    /// Write the bound pull addresses here once listening (for tests and scripts).
+    #[arg(long, value_name = "FILE")]
+    pub ready_file: Option<PathBuf>,
+}
+
+/// Parses argv, runs the command, prints the result and returns the exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let json = std::env::args().any(|a| a == "--json");
+            return commands::usage_error(json, e);
+        }
+    };
+    crate::cli::output::init_logging(cli.verbose);
+    crate::wire::tls::install_default_provider();
+    commands::run(cli)
+}
 
 /// Schemas of this CLI's JSON outputs.
 pub fn schemas() -> Vec<(String, schemars::Schema)> {
-    Vec::new()
+    use views::*;
+    vec![
+        (
+            "tether.register.schema.json".into(),
+            schema_for!(RegisterOutput),
+        ),
+        (
+            "tether.register-new.schema.json".into(),
+            schema_for!(RegisterNewOutput),
+        ),
+        (
+            "tether.proxy-register.schema.json".into(),
+            schema_for!(ProxyRegisterOutput),
+        ),
+        (
+            "tether.bundle.schema.json".into(),
+            schema_for!(crate::controller::bundle::Bundle),
+        ),
+        (
+            "tether.import.schema.json".into(),
+            schema_for!(ImportOutput),
+        ),
+        (
+            "tether.status.schema.json".into(),
+            schema_for!(StatusOutput),
+        ),
+        (
+            "tether.delete.schema.json".into(),
+            schema_for!(DeleteOutput),
+        ),
+        (
+            "tether.renew-certificate.schema.json".into(),
+            schema_for!(RenewOutput),
+        ),
+        ("tether.dump.schema.json".into(), schema_for!(DumpOutput)),
+        ("tether.push.schema.json".into(), schema_for!(PushOutput)),
+    ]
 }

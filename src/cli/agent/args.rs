@@ -1,0 +1,213 @@
+//! Argument groups shared by the registration commands. No option takes a secret value.
+use std::io::Read;
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::cli::error::{CliError, CliResult};
+use crate::controller::client::{self, Target};
+use crate::controller::keys::KeyType;
+use crate::controller::register::{Credentials, TrustChoice};
+use crate::controller::trust::TrustMode;
+use crate::wire::{certs, validate};
+
+#[derive(Debug, Args, Clone)]
+pub struct ServerArgs {
+    /// Receiver address: HOST or HOST:PORT (IPv6 as [ADDR]:PORT); without a port it is
+    /// discovered from the site's web server.
+    #[arg(short = 's', long = "server", value_name = "HOST[:PORT]")]
+    pub server: String,
+    /// Checkmk site name.
+    #[arg(short = 'i', long = "site", value_name = "SITE")]
+    pub site: String,
+}
+
+impl ServerArgs {
+    pub fn target(&self) -> CliResult<Target> {
+        validate::validate_site_name(&self.site)?;
+        let (host, port) = split_host_port(&self.server)?;
+        let port = match port {
+            Some(p) => p,
+            None => client::discover_port(&host, &self.site)?,
+        };
+        Ok(Target {
+            host,
+            port,
+            site: self.site.clone(),
+        })
+    }
+}
+
+/// `host`, `host:port`, `[v6]`, `[v6]:port`, bare v6.
+pub fn split_host_port(s: &str) -> CliResult<(String, Option<u16>)> {
+    let bad = || {
+        CliError::usage(format!(
+            "invalid --server {s:?}: expected HOST or HOST:PORT"
+        ))
+    };
+    let s = s.trim();
+    if s.is_empty() {
+        return Err(bad());
+    }
+    if let Some(rest) = s.strip_prefix('[') {
+        let (host, after) = rest.split_once(']').ok_or_else(bad)?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => Some(p.parse().map_err(|_| bad())?),
+            None if after.is_empty() => None,
+            None => return Err(bad()),
+        };
+        return Ok((host.to_string(), port));
+    }
+    if s.matches(':').count() > 1 {
+        return Ok((s.to_string(), None));
+    }
+    match s.split_once(':') {
+        Some((h, p)) if !h.is_empty() => Ok((h.to_string(), Some(p.parse().map_err(|_| bad())?))),
+        Some(_) => Err(bad()),
+        None => Ok((s.to_string(), None)),
+    }
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct SecretArgs {
+    /// User on the site (e.g. an automation user with the agent_registration role).
+    #[arg(short = 'U', long = "user", value_name = "USER")]
+    pub user: Option<String>,
+    /// Read the password from this file (first line).
+    #[arg(long, value_name = "FILE", conflicts_with = "password_stdin")]
+    pub password_file: Option<PathBuf>,
+    /// Read the password from standard input. Otherwise TETHER_PASSWORD is used.
+    #[arg(long)]
+    pub password_stdin: bool,
+    /// Read a one-time registration token from this file. Otherwise TETHER_TOKEN is used.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+}
+
+fn first_line(text: &str) -> String {
+    text.lines()
+        .next()
+        .unwrap_or("")
+        .trim_end_matches('\r')
+        .to_string()
+}
+
+fn env_secret(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+impl SecretArgs {
+    pub fn credentials(&self, allow_token: bool) -> CliResult<Credentials> {
+        let password = if let Some(f) = &self.password_file {
+            let text = std::fs::read_to_string(f).map_err(|e| {
+                CliError::usage(format!("cannot read --password-file {}: {e}", f.display()))
+            })?;
+            Some(first_line(&text))
+        } else if self.password_stdin {
+            let mut text = String::new();
+            std::io::stdin().read_to_string(&mut text).map_err(|e| {
+                CliError::usage(format!("cannot read the password from stdin: {e}"))
+            })?;
+            Some(first_line(&text))
+        } else {
+            env_secret("TETHER_PASSWORD")
+        };
+        if password.as_deref() == Some("") {
+            return Err(CliError::usage("the password is empty"));
+        }
+        let token = if let Some(f) = &self.token_file {
+            let text = std::fs::read_to_string(f).map_err(|e| {
+                CliError::usage(format!("cannot read --token-file {}: {e}", f.display()))
+            })?;
+            Some(first_line(&text).trim().to_string())
+        } else if allow_token && password.is_none() {
+            env_secret("TETHER_TOKEN").map(|t| t.trim().to_string())
+        } else {
+            None
+        };
+        if token.is_some() && !allow_token {
+            return Err(CliError::usage(
+                "this command does not accept tokens; use --user with a password",
+            ));
+        }
+        if token.is_none() && self.user.is_none() {
+            return Err(CliError::usage(
+                "no credentials: pass --user with --password-file/--password-stdin/TETHER_PASSWORD, or a token with --token-file/TETHER_TOKEN",
+            ));
+        }
+        Ok(Credentials {
+            user: self.user.clone(),
+            password,
+            token,
+        })
+    }
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct TrustArgs {
+    /// Trust the receiver if any certificate it presents has this SHA-256 fingerprint
+    /// (sha256:HEX; colons and case do not matter).
+    #[arg(long, value_name = "sha256:HEX", conflicts_with_all = ["root_ca", "trust_cert"])]
+    pub trust_fingerprint: Option<String>,
+    /// Trust the receiver if its chain leads to this CA (PEM file).
+    #[arg(long, value_name = "FILE", conflicts_with = "trust_cert")]
+    pub root_ca: Option<PathBuf>,
+    /// INSECURE: trust whatever certificate the receiver presents.
+    #[arg(long)]
+    pub trust_cert: bool,
+}
+
+impl TrustArgs {
+    pub fn choice(&self) -> CliResult<TrustChoice> {
+        if let Some(fp) = &self.trust_fingerprint {
+            return Ok(TrustChoice::Given(TrustMode::Fingerprint(
+                certs::parse_fingerprint(fp)?,
+            )));
+        }
+        if let Some(f) = &self.root_ca {
+            let pem = std::fs::read_to_string(f).map_err(|e| {
+                CliError::usage(format!("cannot read --root-ca {}: {e}", f.display()))
+            })?;
+            let roots = certs::certs_from_pem(&pem)
+                .map_err(|e| CliError::usage(format!("--root-ca {}: {e}", f.display())))?;
+            return Ok(TrustChoice::Given(TrustMode::Roots(roots)));
+        }
+        if self.trust_cert {
+            eprintln!("warning: --trust-cert accepts any server certificate; pin it with --trust-fingerprint instead");
+            return Ok(TrustChoice::Given(TrustMode::Insecure));
+        }
+        Ok(TrustChoice::Unspecified)
+    }
+    pub fn insecure(&self) -> bool {
+        self.trust_cert
+    }
+}
+
+pub fn parse_key_type(s: &str) -> Result<KeyType, String> {
+    KeyType::parse(s).ok_or_else(|| format!("unknown key type {s:?} (use ec, rsa2048 or rsa4096)"))
+}
+
+pub fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once(':') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("invalid label {s:?}: expected KEY:VALUE")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_host_port;
+
+    #[test]
+    fn host_port_forms() {
+        assert_eq!(split_host_port("a:1").unwrap(), ("a".into(), Some(1)));
+        assert_eq!(split_host_port("a").unwrap(), ("a".into(), None));
+        assert_eq!(
+            split_host_port("[::1]:8000").unwrap(),
+            ("::1".into(), Some(8000))
+        );
+        assert_eq!(split_host_port("::1").unwrap(), ("::1".into(), None));
+        assert!(split_host_port("a:x").is_err());
+        assert!(split_host_port(":80").is_err());
+    }
+}

@@ -1,0 +1,470 @@
+//! Command implementations of the agent CLI: glue between arguments, controller, views.
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::time::Duration;
+
+use super::views::*;
+use super::{Cli, Command, DaemonArgs};
+use crate::cli::error::{CliError, CliResult, ErrorCode};
+use crate::cli::output::{finish, print_json, report_error};
+use crate::controller::agent_source::{self, Source};
+use crate::controller::bundle::{self, Bundle};
+use crate::controller::config::Config;
+use crate::controller::register::{
+    self, state_err, Action, NewOutcome, RegisterNewOptions, RegisterOptions, LOCK_WAIT,
+};
+use crate::controller::state::{self, Store};
+use crate::controller::{daemon, push, remote, renew};
+use crate::wire::api::{ConnectionMode, RegistrationStatusV2Response};
+use crate::wire::validate;
+
+pub fn usage_error(json: bool, e: clap::Error) -> i32 {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = e.print();
+        return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+            2
+        } else {
+            0
+        };
+    }
+    let msg = e.render().to_string();
+    let first = msg
+        .lines()
+        .next()
+        .unwrap_or("invalid arguments")
+        .trim_start_matches("error: ")
+        .to_string();
+    let err = CliError::usage(first).hint("see --help");
+    if json {
+        report_error(true, &err);
+    } else {
+        let _ = e.print();
+    }
+    ErrorCode::Usage.exit_code()
+}
+
+pub fn run(cli: Cli) -> i32 {
+    let json = cli.json;
+    let store = Store::from_env();
+    match cli.command {
+        Command::Register(a) => finish(json, cmd_register(&store, a)),
+        Command::RegisterNew(a) => finish(json, cmd_register_new(&store, a)),
+        Command::ProxyRegister(a) => match cmd_proxy_register(a) {
+            // Without --output the bundle itself is the result document.
+            Ok(ProxyResult::Stdout(b)) => {
+                print_json(&b);
+                0
+            }
+            Ok(ProxyResult::File(o)) => finish(json, Ok(o)),
+            Err(e) => finish::<ProxyRegisterOutput>(json, Err(e)),
+        },
+        Command::Import(a) => finish(json, cmd_import(&store, a)),
+        Command::Status(a) => finish(json, cmd_status(&store, a)),
+        Command::Delete(a) => finish(json, cmd_delete(&store, Some(&a.connection))),
+        Command::DeleteAll => finish(json, cmd_delete(&store, None)),
+        Command::RenewCertificate(a) => finish(json, cmd_renew(&store, a.connection.as_deref())),
+        Command::Dump => finish(json, cmd_dump(&store)),
+        Command::Push(a) => finish(json, cmd_push(&store, &a)),
+        Command::Daemon(a) => daemon_exit(json, daemon::Role::All, &store, a),
+        Command::Pull(a) => daemon_exit(json, daemon::Role::PullOnly, &store, a),
+        Command::Schemas { dir } => match crate::cli::schemas::write_all(&dir) {
+            Ok(files) => {
+                eprintln!("wrote {} schemas to {}", files.len(), dir.display());
+                0
+            }
+            Err(e) => {
+                report_error(
+                    json,
+                    &CliError::local_state(format!("writing schemas: {e}")),
+                );
+                ErrorCode::LocalState.exit_code()
+            }
+        },
+    }
+}
+
+fn daemon_exit(json: bool, role: daemon::Role, store: &Store, a: DaemonArgs) -> i32 {
+    match daemon::run(role, store.clone(), a.config, a.listen, a.ready_file) {
+        Ok(()) => 0,
+        Err(e) => {
+            report_error(json, &e);
+            e.code().exit_code()
+        }
+    }
+}
+
+fn cmd_register(store: &Store, a: super::RegisterArgs) -> CliResult<RegisterOutput> {
+    validate::validate_host_name(&a.hostname)?;
+    let creds = a.secrets.credentials(true)?;
+    let trust = a.trust.choice()?;
+    let target = a.server.target()?;
+    let out = register::register(
+        store,
+        RegisterOptions {
+            target,
+            host_name: a.hostname,
+            creds,
+            trust,
+            key_type: a.key_type,
+            force: a.force,
+            query_remote: !a.no_query_remote,
+        },
+    )?;
+    Ok(RegisterOutput {
+        ok: true,
+        changed: out.action != Action::Unchanged,
+        action: match out.action {
+            Action::Registered => "registered",
+            Action::Unchanged => "unchanged",
+            Action::Replaced => "replaced",
+        }
+        .into(),
+        insecure: out.connection.trust == "insecure",
+        connection: ConnectionView::of(&out.connection),
+        replaced: out.replaced,
+    })
+}
+
+fn cmd_register_new(store: &Store, a: super::RegisterNewArgs) -> CliResult<RegisterNewOutput> {
+    let creds = a.secrets.credentials(false)?;
+    let trust = a.trust.choice()?;
+    let target = a.server.target()?;
+    let labels: BTreeMap<String, String> = a.agent_labels.into_iter().collect();
+    let out = register::register_new(
+        store,
+        RegisterNewOptions {
+            target,
+            creds,
+            trust,
+            key_type: a.key_type,
+            labels,
+            wait: if a.no_wait {
+                None
+            } else {
+                Some(Duration::from_secs(a.timeout))
+            },
+        },
+    )?;
+    Ok(match out {
+        NewOutcome::Registered {
+            connection,
+            resumed,
+        } => RegisterNewOutput {
+            ok: true,
+            changed: true,
+            status: "success".into(),
+            uuid: connection.uuid.clone(),
+            resumed,
+            connection: Some(ConnectionView::of(&connection)),
+        },
+        NewOutcome::Pending { uuid, resumed } => RegisterNewOutput {
+            ok: true,
+            changed: !resumed,
+            status: "pending".into(),
+            uuid,
+            resumed,
+            connection: None,
+        },
+    })
+}
+
+enum ProxyResult {
+    Stdout(Bundle),
+    File(ProxyRegisterOutput),
+}
+
+fn cmd_proxy_register(a: super::ProxyRegisterArgs) -> CliResult<ProxyResult> {
+    validate::validate_host_name(&a.hostname)?;
+    let creds = a.secrets.credentials(true)?;
+    let trust = a.trust.choice()?;
+    let target = a.server.target()?;
+    let conn = register::proxy_register(RegisterOptions {
+        target,
+        host_name: a.hostname,
+        creds,
+        trust,
+        key_type: a.key_type,
+        force: false,
+        query_remote: false,
+    })?;
+    let bundle = Bundle::new(conn.clone());
+    match a.output {
+        None => Ok(ProxyResult::Stdout(bundle)),
+        Some(path) => {
+            let data = serde_json::to_vec_pretty(&bundle)
+                .map_err(|e| CliError::internal(e.to_string()))?;
+            state::write_secret_file(&path, &data).map_err(state_err)?;
+            Ok(ProxyResult::File(ProxyRegisterOutput {
+                ok: true,
+                changed: true,
+                output: path.display().to_string(),
+                connection: ConnectionView::of(&conn),
+            }))
+        }
+    }
+}
+
+fn local_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+fn cmd_import(store: &Store, a: super::ImportArgs) -> CliResult<ImportOutput> {
+    let text = if a.file == "-" {
+        let mut s = String::new();
+        std::io::stdin()
+            .take(16 << 20)
+            .read_to_string(&mut s)
+            .map_err(|e| CliError::usage(format!("reading stdin: {e}")))?;
+        s
+    } else {
+        std::fs::read_to_string(&a.file)
+            .map_err(|e| CliError::usage(format!("cannot read {}: {e}", a.file)))?
+    };
+    let host = a.hostname.unwrap_or_else(local_hostname);
+    let conns = bundle::parse_import(&text, &host)
+        .map_err(|e| CliError::usage(format!("import refused: {e}")))?;
+    let lock = store.lock(LOCK_WAIT).map_err(state_err)?;
+    let mut reg = store.load().map_err(state_err)?;
+    let mut imported = Vec::new();
+    let mut unchanged = Vec::new();
+    for mut c in conns {
+        if let Some(existing) = reg.find(&c.uuid) {
+            c.registered_at = existing.registered_at;
+            if *existing == c {
+                unchanged.push(c.uuid.clone());
+                continue;
+            }
+        }
+        reg.connections.retain(|x| x.uuid != c.uuid);
+        imported.push(ConnectionView::of(&c));
+        reg.connections.push(c);
+    }
+    if !imported.is_empty() {
+        store.save(&lock, &reg).map_err(state_err)?;
+    }
+    Ok(ImportOutput {
+        ok: true,
+        changed: !imported.is_empty(),
+        imported,
+        unchanged,
+    })
+}
+
+pub fn remote_error(e: &CliError) -> RemoteError {
+    RemoteError {
+        code: e.code(),
+        message: e.0.message.clone(),
+        http_status: e.0.http_status,
+    }
+}
+
+fn cmd_status(store: &Store, a: super::StatusArgs) -> CliResult<StatusOutput> {
+    let reg = store.load().map_err(state_err)?;
+    let (cfg, _) =
+        Config::load_or_default(a.config.as_deref(), &store.home).map_err(CliError::usage)?;
+    let query = |c: &state::Connection| -> RemoteView {
+        if a.no_query_remote || c.server.is_empty() {
+            return RemoteView {
+                status: "not_queried".into(),
+                hostname: None,
+                connection_mode: None,
+                error: None,
+            };
+        }
+        match remote::registration_status(c) {
+            Ok(RegistrationStatusV2Response::Registered {
+                hostname,
+                connection_mode,
+            }) => RemoteView {
+                status: "registered".into(),
+                hostname: Some(hostname),
+                connection_mode: Some(connection_mode),
+                error: None,
+            },
+            Ok(RegistrationStatusV2Response::NotRegistered) => RemoteView {
+                status: "not_registered".into(),
+                hostname: None,
+                connection_mode: None,
+                error: None,
+            },
+            Err(e) => RemoteView {
+                status: "error".into(),
+                hostname: None,
+                connection_mode: None,
+                error: Some(remote_error(&e)),
+            },
+        }
+    };
+    // Remote queries run in parallel: a slow site must not multiply the wait.
+    let remotes: Vec<RemoteView> = std::thread::scope(|s| {
+        let handles: Vec<_> = reg
+            .connections
+            .iter()
+            .map(|c| s.spawn(move || query(c)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| RemoteView {
+                    status: "error".into(),
+                    hostname: None,
+                    connection_mode: None,
+                    error: Some(RemoteError {
+                        code: ErrorCode::Internal,
+                        message: "query failed".into(),
+                        http_status: None,
+                    }),
+                })
+            })
+            .collect()
+    });
+    let connections = reg
+        .connections
+        .iter()
+        .zip(remotes)
+        .map(|(c, remote)| ConnectionStatus {
+            connection: ConnectionView::of(c),
+            remote,
+        })
+        .collect();
+    let source = Source::from_config(&cfg.agent);
+    let present = source.check_present();
+    let health = daemon::read_health(&store.home);
+    Ok(StatusOutput {
+        ok: true,
+        home: store.home.display().to_string(),
+        connections,
+        pending: reg.pending.iter().map(PendingView::of).collect(),
+        agent_source: SourceHealth {
+            kind: source.kind().into(),
+            location: source.describe(),
+            ok: present.is_ok(),
+            error: present.err(),
+            last_daemon_error: health.and_then(|h| h.agent_source_error),
+        },
+    })
+}
+
+fn cmd_delete(store: &Store, selector: Option<&str>) -> CliResult<DeleteOutput> {
+    let deleted = register::delete(store, selector)?;
+    Ok(DeleteOutput {
+        ok: true,
+        changed: !deleted.is_empty(),
+        deleted,
+    })
+}
+
+fn cmd_renew(store: &Store, selector: Option<&str>) -> CliResult<RenewOutput> {
+    let reg = store.load().map_err(state_err)?;
+    let uuids: Vec<String> = match selector {
+        Some(s) => reg.select(s).into_iter().map(|c| c.uuid.clone()).collect(),
+        None => reg
+            .connections
+            .iter()
+            .filter(|c| !c.server.is_empty())
+            .map(|c| c.uuid.clone())
+            .collect(),
+    };
+    if uuids.is_empty() {
+        return Err(CliError::new(
+            ErrorCode::NotFound,
+            match selector {
+                Some(s) => format!("no connection matches {s:?}"),
+                None => "no connections to renew".into(),
+            },
+        ));
+    }
+    let mut renewed = Vec::new();
+    for u in uuids {
+        renewed.push(ConnectionView::of(&renew::renew(store, &u)?));
+    }
+    Ok(RenewOutput {
+        ok: true,
+        changed: true,
+        renewed,
+    })
+}
+
+fn agent_output(store: &Store, config: Option<&std::path::Path>) -> CliResult<Vec<u8>> {
+    let (cfg, _) = Config::load_or_default(config, &store.home).map_err(CliError::usage)?;
+    let source = Source::from_config(&cfg.agent);
+    agent_source::read_output_blocking(
+        &source,
+        Duration::from_secs(cfg.agent.timeout_secs),
+        cfg.agent.max_output_bytes,
+    )
+    .map_err(|e| {
+        CliError::new(
+            ErrorCode::LocalState,
+            format!("agent output unavailable: {e}"),
+        )
+        .hint("install the Checkmk agent package, or set [agent] command/file in tether.toml")
+    })
+}
+
+fn cmd_dump(store: &Store) -> CliResult<DumpOutput> {
+    let out = agent_output(store, None)?;
+    Ok(DumpOutput {
+        ok: true,
+        bytes: out.len(),
+        output: String::from_utf8_lossy(&out).into_owned(),
+    })
+}
+
+fn cmd_push(store: &Store, a: &DaemonArgs) -> CliResult<PushOutput> {
+    let reg = store.load().map_err(state_err)?;
+    let push_conns: Vec<_> = reg
+        .connections
+        .iter()
+        .filter(|c| c.mode == ConnectionMode::Push)
+        .collect();
+    if push_conns.is_empty() {
+        return Ok(PushOutput {
+            ok: true,
+            changed: false,
+            bytes: 0,
+            pushed: Vec::new(),
+        });
+    }
+    let output = agent_output(store, a.config.as_deref())?;
+    let pushed: Vec<PushResult> = push_conns
+        .iter()
+        .map(|c| match push::push_once(c, &output) {
+            Ok(()) => PushResult {
+                uuid: c.uuid.clone(),
+                ok: true,
+                error: None,
+            },
+            Err(e) => PushResult {
+                uuid: c.uuid.clone(),
+                ok: false,
+                error: Some(remote_error(&e)),
+            },
+        })
+        .collect();
+    if let Some(failed) = pushed.iter().find(|p| !p.ok) {
+        let e = failed.error.as_ref();
+        return Err(CliError::new(
+            e.map(|e| e.code).unwrap_or(ErrorCode::Protocol),
+            format!(
+                "push for {} failed: {}",
+                failed.uuid,
+                e.map(|e| e.message.as_str()).unwrap_or("")
+            ),
+        ));
+    }
+    Ok(PushOutput {
+        ok: true,
+        changed: true,
+        bytes: output.len(),
+        pushed,
+    })
+}

@@ -1,0 +1,313 @@
+//! HTTPS client for the receiver API (spec §1): ureq over a rustls config with our own
+//! verifier, so trust failures can show the operator what the server presented.
+use std::io::Read;
+use std::net::TcpStream;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::trust::{Observed, TrustMode, Verifier};
+use crate::cli::error::{CliError, ErrorCode};
+use crate::wire::api::ErrorBody;
+use crate::wire::{paths, tls};
+
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Where a receiver lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub host: String,
+    pub port: u16,
+    pub site: String,
+}
+
+impl Target {
+    fn base_url(&self) -> String {
+        format!(
+            "https://{}",
+            super::state::format_server(&self.host, self.port)
+        )
+    }
+}
+
+/// Credentials for the registration endpoints.
+pub enum Auth<'a> {
+    None,
+    Basic { user: &'a str, password: &'a str },
+    Token(&'a str),
+}
+
+impl Auth<'_> {
+    fn header(&self) -> Option<String> {
+        match self {
+            Auth::None => None,
+            Auth::Basic { user, password } => Some(format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+            )),
+            Auth::Token(t) => Some(format!("{} {t}", crate::wire::api::TOKEN_SCHEME)),
+        }
+    }
+}
+
+pub struct Client {
+    target: Target,
+    agent: ureq::Agent,
+    observed: Arc<Mutex<Observed>>,
+}
+
+pub struct ClientCert {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+}
+
+fn client_config(
+    trust: TrustMode,
+    client_cert: Option<ClientCert>,
+) -> Result<(rustls::ClientConfig, Arc<Mutex<Observed>>), CliError> {
+    let (verifier, observed) = Verifier::new(trust);
+    let builder = rustls::ClientConfig::builder_with_provider(tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| CliError::internal(format!("TLS setup: {e}")))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier);
+    let config = match client_cert {
+        None => builder.with_no_client_auth(),
+        Some(cc) => builder
+            .with_client_auth_cert(cc.chain, cc.key)
+            .map_err(|e| {
+                CliError::local_state(format!("stored client certificate unusable: {e}"))
+            })?,
+    };
+    Ok((config, observed))
+}
+
+impl Client {
+    pub fn new(
+        target: Target,
+        trust: TrustMode,
+        client_cert: Option<ClientCert>,
+    ) -> Result<Client, CliError> {
+        let (config, observed) = client_config(trust, client_cert)?;
+        let agent = ureq::AgentBuilder::new()
+            .tls_config(Arc::new(config))
+            .timeout_connect(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .redirects(0)
+            .build();
+        Ok(Client {
+            target,
+            agent,
+            observed,
+        })
+    }
+
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.target.base_url(), path)
+    }
+
+    pub fn post_json<B: Serialize, R: DeserializeOwned>(
+        &self,
+        path: &str,
+        auth: &Auth<'_>,
+        body: Option<&B>,
+    ) -> Result<R, CliError> {
+        let mut req = self.agent.post(&self.url(path));
+        if let Some(h) = auth.header() {
+            req = req.set("Authorization", &h);
+        }
+        let resp = match body {
+            Some(b) => req.send_json(b),
+            None => req.call(),
+        };
+        self.decode(resp)
+    }
+
+    pub fn get_json<R: DeserializeOwned>(&self, path: &str) -> Result<R, CliError> {
+        self.decode(self.agent.get(&self.url(path)).call())
+    }
+
+    /// POST raw bytes (the multipart push); success is any 2xx.
+    pub fn post_bytes(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<u16, CliError> {
+        let mut req = self.agent.post(&self.url(path));
+        for (k, v) in headers {
+            req = req.set(k, v);
+        }
+        match req.send_bytes(body) {
+            Ok(r) => Ok(r.status()),
+            Err(e) => Err(self.map_error(e)),
+        }
+    }
+
+    fn decode<R: DeserializeOwned>(
+        &self,
+        resp: Result<ureq::Response, ureq::Error>,
+    ) -> Result<R, CliError> {
+        let resp = resp.map_err(|e| self.map_error(e))?;
+        let status = resp.status();
+        let mut body = Vec::new();
+        resp.into_reader()
+            .take(4 << 20)
+            .read_to_end(&mut body)
+            .map_err(|e| CliError::new(ErrorCode::Network, format!("reading response: {e}")))?;
+        serde_json::from_slice(&body).map_err(|e| {
+            CliError::new(
+                ErrorCode::Protocol,
+                format!("the receiver's answer is not the expected JSON: {e}"),
+            )
+            .http_status(status)
+        })
+    }
+
+    fn map_error(&self, e: ureq::Error) -> CliError {
+        match e {
+            ureq::Error::Status(status, resp) => {
+                let mut body = Vec::new();
+                let _ = resp.into_reader().take(64 << 10).read_to_end(&mut body);
+                let detail = serde_json::from_slice::<ErrorBody>(&body)
+                    .map(|b| b.detail_text())
+                    .unwrap_or_else(|_| String::from_utf8_lossy(&body).trim().to_string());
+                http_error(status, &detail)
+            }
+            ureq::Error::Transport(t) => {
+                let observed = self.observed.lock().ok();
+                if let Some(o) = observed.as_ref().filter(|o| o.failure.is_some()) {
+                    return CliError::new(
+                        ErrorCode::Trust,
+                        format!(
+                            "cannot trust {}: {}",
+                            self.target.base_url(),
+                            o.failure.clone().unwrap_or_default()
+                        ),
+                    )
+                    .fingerprints(o.chain_fingerprints.clone())
+                    .hint("verify the server's fingerprint out of band (tether-receiver fingerprint on the site) and pass it with --trust-fingerprint");
+                }
+                CliError::new(
+                    ErrorCode::Network,
+                    format!(
+                        "cannot reach the receiver at {}: {t}",
+                        self.target.base_url()
+                    ),
+                )
+                .hint("check --server and the port; the receiver listens on 8000 by default")
+            }
+        }
+    }
+}
+
+/// Maps a receiver refusal to an error with a code and a hint that says what to do.
+pub fn http_error(status: u16, detail: &str) -> CliError {
+    let code = ErrorCode::from_http_status(status);
+    let hint = match status {
+        401 => Some("check the user name and the password or token; the receiver rejected them"),
+        403 => Some("the user needs a registration permission for this host (e.g. role agent_registration and a contact group of the host)"),
+        404 => Some("create the host on the site first, or use register-new to let the site create it"),
+        405 => Some("register with the site that monitors this host; cluster hosts cannot be registered"),
+        409 => Some("the host is registered by another controller; delete that registration on the site (tether-receiver unregister HOST) or use a user with agent_registration.reregister_host"),
+        429 => Some("too many failed attempts from this address; wait and try again"),
+        _ => None,
+    };
+    let mut err = CliError::new(code, format!("receiver refused (HTTP {status}): {detail}"))
+        .http_status(status);
+    if let Some(h) = hint {
+        err = err.hint(h);
+    }
+    err
+}
+
+/// Handshakes without sending anything, to show the operator which certificates the
+/// server presents when no trust option was given.
+pub fn probe_fingerprints(host: &str, port: u16) -> Result<Vec<String>, CliError> {
+    let (config, observed) = client_config(TrustMode::Insecure, None)?;
+    let name = ServerName::try_from(host.to_string())
+        .map_err(|_| CliError::usage(format!("invalid server name {host:?}")))?;
+    let mut conn = rustls::ClientConnection::new(Arc::new(config), name)
+        .map_err(|e| CliError::internal(format!("TLS setup: {e}")))?;
+    let addr = super::state::format_server(host, port);
+    let mut sock = connect(&addr)?;
+    while conn.is_handshaking() {
+        conn.complete_io(&mut sock).map_err(|e| {
+            CliError::new(
+                ErrorCode::Network,
+                format!("TLS handshake with {addr} failed: {e}"),
+            )
+        })?;
+    }
+    let fps = observed
+        .lock()
+        .map(|o| o.chain_fingerprints.clone())
+        .unwrap_or_default();
+    Ok(fps)
+}
+
+fn connect(addr: &str) -> Result<TcpStream, CliError> {
+    use std::net::ToSocketAddrs;
+    let net =
+        |e: std::io::Error| CliError::new(ErrorCode::Network, format!("cannot reach {addr}: {e}"));
+    let mut last = None;
+    for a in addr.to_socket_addrs().map_err(net)? {
+        match TcpStream::connect_timeout(&a, CONNECT_TIMEOUT) {
+            Ok(s) => {
+                let _ = s.set_read_timeout(Some(REQUEST_TIMEOUT));
+                return Ok(s);
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(net(
+        last.unwrap_or_else(|| std::io::Error::other("no address"))
+    ))
+}
+
+/// Finds the receiver port as Checkmk's controller does: ask the site's web server
+/// (https, then http). The answer is only a port number; trust is established afterwards.
+pub fn discover_port(host: &str, site: &str) -> Result<u16, CliError> {
+    let (config, _) = client_config(TrustMode::Insecure, None)?;
+    let agent = ureq::AgentBuilder::new()
+        .tls_config(Arc::new(config))
+        .timeout_connect(CONNECT_TIMEOUT)
+        .timeout(Duration::from_secs(15))
+        .build();
+    let h = super::state::format_server(host, 0);
+    let host_only = h.trim_end_matches(":0");
+    let mut errors = Vec::new();
+    for scheme in ["https", "http"] {
+        let url = format!("{scheme}://{host_only}{}", paths::discover_receiver(site));
+        match agent.get(&url).call() {
+            Ok(r) => {
+                let text = r.into_string().unwrap_or_default();
+                if let Ok(p) = text.trim().trim_matches('"').parse::<u16>() {
+                    return Ok(p);
+                }
+                errors.push(format!(
+                    "{url}: unexpected answer {:?}",
+                    text.chars().take(40).collect::<String>()
+                ));
+            }
+            Err(e) => errors.push(format!("{url}: {e}")),
+        }
+    }
+    Err(CliError::new(
+        ErrorCode::Network,
+        format!(
+            "could not discover the receiver port of site {site} on {host}: {}",
+            errors.join("; ")
+        ),
+    )
+    .hint("pass the port explicitly: --server HOST:8000"))
+}

@@ -1,0 +1,423 @@
+//! The pull server on TCP 6556 (spec §3): `16` marker, TLS with the connection's
+//! certificate chosen by SNI, the site's client certificate required, then version,
+//! compression byte, payload and close_notify. Guards: allow-list, per-address limit,
+//! a timeout on every phase, and no plaintext unless legacy mode is on and nothing is
+//! registered.
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::timeout;
+
+use super::agent_source::{self, Source};
+use super::config::Config;
+use super::state::Registry;
+use crate::wire::api::ConnectionMode;
+use crate::wire::compression::Compression;
+use crate::wire::validate::looks_like_uuid;
+use crate::wire::{certs, pull, tls};
+
+/// What the listener serves, rebuilt whenever the registry changes.
+pub struct PullState {
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Per UUID: send zstd (the site announced support at registration).
+    pub zstd: HashMap<String, bool>,
+    /// Any connection at all: plaintext is then never served.
+    pub any_registered: bool,
+    pub pull_connections: usize,
+}
+
+#[derive(Debug)]
+struct SniResolver(HashMap<String, Arc<CertifiedKey>>);
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        // Unknown or missing SNI: no certificate, so the handshake fails (spec §3).
+        hello.server_name().and_then(|n| self.0.get(n)).cloned()
+    }
+}
+
+/// The site's client certificate must chain to a stored root and must not be an agent
+/// certificate (CN parses as a UUID).
+#[derive(Debug)]
+struct SiteClientVerifier(Arc<dyn ClientCertVerifier>);
+
+impl ClientCertVerifier for SiteClientVerifier {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.0.root_hint_subjects()
+    }
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let ok = self.0.verify_client_cert(end_entity, intermediates, now)?;
+        let cn = certs::cert_info(end_entity).ok().and_then(|i| i.subject_cn);
+        if cn.as_deref().is_none_or(looks_like_uuid) {
+            return Err(rustls::Error::General(
+                "client certificate is an agent certificate, not a site certificate".into(),
+            ));
+        }
+        Ok(ok)
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+/// Builds what to serve from the registry. Broken connections are skipped with a warning
+/// so one bad entry cannot take the others down.
+pub fn build_state(reg: &Registry) -> PullState {
+    let provider = tls::provider();
+    let mut keys = HashMap::new();
+    let mut roots = RootCertStore::empty();
+    let mut zstd = HashMap::new();
+    for c in reg
+        .connections
+        .iter()
+        .filter(|c| c.mode == ConnectionMode::Pull)
+    {
+        let loaded = (|| -> Result<Arc<CertifiedKey>, String> {
+            let chain = certs::certs_from_pem(&c.agent_cert).map_err(|e| e.to_string())?;
+            let key = certs::key_from_pem(&c.private_key).map_err(|e| e.to_string())?;
+            let ck = CertifiedKey::from_der(chain, key, &provider).map_err(|e| e.to_string())?;
+            for r in certs::certs_from_pem(&c.root_cert).map_err(|e| e.to_string())? {
+                roots.add(r).map_err(|e| e.to_string())?;
+            }
+            Ok(Arc::new(ck))
+        })();
+        match loaded {
+            Ok(ck) => {
+                keys.insert(c.uuid.clone(), ck);
+                zstd.insert(c.uuid.clone(), c.fetcher_zstd);
+            }
+            Err(e) => tracing::warn!(uuid = %c.uuid, "connection not served: {e}"),
+        }
+    }
+    let pull_connections = keys.len();
+    let tls = if keys.is_empty() {
+        None
+    } else {
+        match WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build()
+        {
+            Ok(v) => rustls::ServerConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map(|b| {
+                    let mut cfg = b
+                        .with_client_cert_verifier(Arc::new(SiteClientVerifier(v)))
+                        .with_cert_resolver(Arc::new(SniResolver(keys)));
+                    // Fetchers open a fresh connection per pull; tickets let them resume.
+                    cfg.session_storage = rustls::server::ServerSessionMemoryCache::new(1024);
+                    Arc::new(cfg)
+                })
+                .map_err(|e| tracing::error!("TLS setup: {e}"))
+                .ok(),
+            Err(e) => {
+                tracing::error!("no usable root certificate for site clients: {e}");
+                None
+            }
+        }
+    };
+    PullState {
+        tls,
+        zstd,
+        any_registered: !reg.connections.is_empty(),
+        pull_connections,
+    }
+}
+
+/// Counts open connections per source address; the guard releases its slot on drop.
+#[derive(Default)]
+pub struct PerIp(Mutex<HashMap<IpAddr, usize>>);
+
+pub struct Slot<'a> {
+    map: &'a PerIp,
+    ip: IpAddr,
+}
+
+impl PerIp {
+    pub fn acquire(&self, ip: IpAddr, max: usize) -> Option<Slot<'_>> {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(Slot { map: self, ip })
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        let mut m = self.map.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// IPv4-mapped IPv6 counts as IPv4 (spec §3).
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    ip.to_canonical()
+}
+
+/// Last framed payload per compression: agent output often repeats between pulls
+/// (always for a file source), and compressing 100 KB dominates a pull's CPU.
+#[derive(Default)]
+struct FrameCache(Mutex<Vec<(Compression, Arc<Vec<u8>>, Arc<Vec<u8>>)>>);
+
+impl FrameCache {
+    fn framed(&self, c: Compression, raw: Vec<u8>) -> Arc<Vec<u8>> {
+        if let Ok(cache) = self.0.lock() {
+            if let Some((_, _, framed)) = cache.iter().find(|(cc, r, _)| *cc == c && **r == raw) {
+                return framed.clone();
+            }
+        }
+        let framed = Arc::new(pull::encode(c, &raw));
+        if let Ok(mut cache) = self.0.lock() {
+            cache.retain(|(cc, _, _)| *cc != c);
+            cache.push((c, Arc::new(raw), framed.clone()));
+        }
+        framed
+    }
+}
+
+/// Everything the accept loop shares; `state` and `config` are swapped on reload.
+pub struct Shared {
+    pub state: RwLock<Arc<PullState>>,
+    pub config: RwLock<Arc<Config>>,
+    pub allowed: RwLock<Arc<Vec<IpNet>>>,
+    per_ip: PerIp,
+    cache: FrameCache,
+    pub health: Arc<super::daemon::HealthRecorder>,
+    pub conns: tokio::sync::Semaphore,
+}
+
+impl Shared {
+    pub fn new(
+        state: PullState,
+        config: Config,
+        health: Arc<super::daemon::HealthRecorder>,
+    ) -> Result<Shared, String> {
+        let allowed = config.allowed_nets()?;
+        let max = config.pull.max_connections;
+        Ok(Shared {
+            state: RwLock::new(Arc::new(state)),
+            config: RwLock::new(Arc::new(config)),
+            allowed: RwLock::new(Arc::new(allowed)),
+            per_ip: PerIp::default(),
+            cache: FrameCache::default(),
+            health,
+            conns: tokio::sync::Semaphore::new(max),
+        })
+    }
+    pub fn set_state(&self, s: PullState) {
+        if let Ok(mut g) = self.state.write() {
+            *g = Arc::new(s);
+        }
+    }
+    pub fn set_config(&self, c: Config) -> Result<(), String> {
+        let allowed = c.allowed_nets()?;
+        if let Ok(mut g) = self.allowed.write() {
+            *g = Arc::new(allowed);
+        }
+        if let Ok(mut g) = self.config.write() {
+            *g = Arc::new(c);
+        }
+        Ok(())
+    }
+    fn state(&self) -> Arc<PullState> {
+        self.state
+            .read()
+            .map(|g| g.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+    fn config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .map(|g| g.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+    fn allowed(&self, ip: IpAddr) -> bool {
+        let nets = self
+            .allowed
+            .read()
+            .map(|g| g.clone())
+            .unwrap_or_else(|p| p.into_inner().clone());
+        nets.is_empty() || nets.iter().any(|n| n.contains(&ip))
+    }
+}
+
+/// Binds `addr`; `[::]` is made dual-stack explicitly, falling back to IPv4 where the
+/// host has no IPv6.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let make = |addr: SocketAddr| -> std::io::Result<TcpListener> {
+        let sock = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+        if addr.is_ipv6() {
+            sock.set_only_v6(false)?;
+        }
+        sock.set_reuse_address(true)?;
+        sock.bind(&addr.into())?;
+        sock.listen(1024)?;
+        sock.set_nonblocking(true)?;
+        TcpListener::from_std(sock.into())
+    };
+    match make(addr) {
+        Err(e) if addr.ip() == IpAddr::from([0u16; 8]) => {
+            tracing::warn!("dual-stack bind on {addr} failed ({e}); listening on IPv4 only");
+            make(SocketAddr::from(([0, 0, 0, 0], addr.port())))
+        }
+        r => r,
+    }
+}
+
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let shared = shared.clone();
+                tokio::spawn(async move { handle(stream, peer, shared).await });
+            }
+        }
+    }
+}
+
+async fn handle(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    let ip = canonical(peer.ip());
+    if !shared.allowed(ip) {
+        tracing::info!(%ip, "pull refused: address not in pull.allowed_ip");
+        return;
+    }
+    let Ok(_permit) = shared.conns.try_acquire() else {
+        tracing::warn!(%ip, "pull refused: connection limit reached");
+        return;
+    };
+    let cfg = shared.config();
+    let Some(_slot) = shared.per_ip.acquire(ip, cfg.pull.max_connections_per_ip) else {
+        tracing::info!(%ip, "pull refused: too many concurrent connections from this address");
+        return;
+    };
+    let _ = stream.set_nodelay(true);
+    let phase = Duration::from_secs(cfg.pull.phase_timeout_secs);
+    let state = shared.state();
+    let Some(tls_config) = state.tls.clone() else {
+        if cfg.pull.legacy_plaintext && !state.any_registered {
+            if let Some(out) = agent_output(&shared, &cfg, ip).await {
+                let _ = timeout(phase, stream.write_all(&out)).await;
+            }
+        } else {
+            tracing::debug!(%ip, "pull refused: nothing registered for pull and legacy plaintext is off");
+        }
+        return;
+    };
+    if !matches!(
+        timeout(phase, stream.write_all(pull::TLS_MARKER)).await,
+        Ok(Ok(()))
+    ) {
+        return;
+    }
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls_config);
+    let mut tls = match timeout(phase, acceptor.accept(stream)).await {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => {
+            tracing::info!(%ip, "pull TLS handshake refused: {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::info!(%ip, "pull TLS handshake timed out");
+            return;
+        }
+    };
+    let uuid = tls
+        .get_ref()
+        .1
+        .server_name()
+        .unwrap_or_default()
+        .to_string();
+    let comp = if state.zstd.get(&uuid).copied().unwrap_or(false) {
+        Compression::Zstd
+    } else {
+        Compression::Zlib
+    };
+    let Some(raw) = agent_output(&shared, &cfg, ip).await else {
+        let _ = timeout(phase, tls.shutdown()).await;
+        return;
+    };
+    let framed = shared.cache.framed(comp, raw);
+    if let Ok(Ok(())) = timeout(phase, tls.write_all(&framed)).await {
+        // close_notify: the fetcher reads to EOF.
+        let _ = timeout(phase, tls.shutdown()).await;
+        shared.health.pulled();
+        tracing::debug!(%ip, %uuid, bytes = framed.len(), "pull served");
+    }
+}
+
+async fn agent_output(shared: &Shared, cfg: &Config, ip: IpAddr) -> Option<Vec<u8>> {
+    let source = Source::from_config(&cfg.agent);
+    match agent_source::read_output(
+        &source,
+        Some(ip),
+        Duration::from_secs(cfg.agent.timeout_secs),
+        cfg.agent.max_output_bytes,
+    )
+    .await
+    {
+        Ok(o) => {
+            shared.health.source_ok();
+            Some(o)
+        }
+        Err(e) => {
+            tracing::error!("agent source failed: {e}");
+            shared.health.source_failed(e);
+            None
+        }
+    }
+}

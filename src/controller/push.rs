@@ -1,0 +1,33 @@
+//! Push mode: agent output to the receiver's `agent_data` endpoint over mTLS (spec §1).
+use super::remote;
+use super::state::Connection;
+use crate::cli::error::{CliError, CliResult, ErrorCode};
+use crate::wire::api::COMPRESSION_HEADER;
+use crate::wire::compression::{self, Compression};
+use crate::wire::{multipart, paths};
+
+/// Sends one agent output. zstd goes only to receivers that announced it (tether's).
+pub fn push_once(c: &Connection, output: &[u8]) -> CliResult<()> {
+    let comp = if c.fetcher_zstd {
+        Compression::Zstd
+    } else {
+        Compression::Zlib
+    };
+    let payload = compression::compress(comp, output);
+    let body = multipart::agent_data_body(&payload);
+    let status = remote::mtls_client(c)?.post_bytes(
+        &paths::agent_data(&c.site, &c.uuid),
+        &[
+            ("Content-Type", &body.content_type),
+            (COMPRESSION_HEADER, comp.header_name()),
+        ],
+        &body.body,
+    )?;
+    if !(200..300).contains(&status) {
+        return Err(
+            CliError::new(ErrorCode::Protocol, format!("push answered HTTP {status}"))
+                .http_status(status),
+        );
+    }
+    Ok(())
+}

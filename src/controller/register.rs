@@ -1,0 +1,507 @@
+//! Registration flows: existing host (password or token), new host (site decides), and
+//! proxy registration (bundle for another host). Idempotent: an existing, valid
+//! registration the receiver confirms is left alone.
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use uuid::Uuid;
+
+use super::client::{self, Auth, Client, Target};
+use super::keys::{self, KeyType};
+use super::remote;
+use super::state::{Connection, Lock, Pending, Registry, Store};
+use super::trust::TrustMode;
+use crate::cli::error::{CliError, CliResult, ErrorCode};
+use crate::wire::api::{
+    ConnectionMode, RegisterExistingRequest, RegisterExistingResponse, RegisterNewOngoingResponse,
+    RegisterNewRequest, RegisterNewResponse, RegistrationStatusV2Response,
+};
+use crate::wire::{certs, paths};
+
+pub const LOCK_WAIT: Duration = Duration::from_secs(120);
+
+/// Secrets as they arrived (file, stdin, env); never from argv.
+#[derive(Default)]
+pub struct Credentials {
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub token: Option<String>,
+}
+
+impl Credentials {
+    fn auth(&self) -> CliResult<Auth<'_>> {
+        if let Some(t) = &self.token {
+            return Ok(Auth::Token(t));
+        }
+        match (&self.user, &self.password) {
+            (Some(user), Some(password)) => Ok(Auth::Basic { user, password }),
+            (None, _) => Err(CliError::usage("no user given: pass --user (-U), or a one-time token with --token-file / TETHER_TOKEN")),
+            (Some(_), None) => Err(CliError::usage(
+                "no password given: use --password-file FILE, --password-stdin, or the TETHER_PASSWORD environment variable",
+            )),
+        }
+    }
+    fn basic(&self) -> CliResult<Auth<'_>> {
+        match (&self.user, &self.password) {
+            (Some(user), Some(password)) => Ok(Auth::Basic { user, password }),
+            _ => Err(CliError::usage("register-new needs --user and a password (--password-file, --password-stdin or TETHER_PASSWORD)")),
+        }
+    }
+}
+
+/// How the receiver is trusted on this call, as the operator asked.
+pub enum TrustChoice {
+    Given(TrustMode),
+    /// No option: fail with the fingerprints unless stored state already trusts the site.
+    Unspecified,
+}
+
+pub struct RegisterOptions {
+    pub target: Target,
+    pub host_name: String,
+    pub creds: Credentials,
+    pub trust: TrustChoice,
+    pub key_type: KeyType,
+    pub force: bool,
+    pub query_remote: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Registered,
+    Unchanged,
+    Replaced,
+}
+
+pub struct Outcome {
+    pub action: Action,
+    pub connection: Connection,
+    /// Connections removed because this one replaced them.
+    pub replaced: Vec<String>,
+}
+
+fn lock_and_load(store: &Store) -> CliResult<(Lock, Registry)> {
+    let lock = store.lock(LOCK_WAIT).map_err(state_err)?;
+    let reg = store.load().map_err(state_err)?;
+    Ok((lock, reg))
+}
+
+pub fn state_err(e: super::state::StateError) -> CliError {
+    CliError::local_state(e.to_string())
+}
+
+/// Resolves the trust for a first contact; without an option, shows the fingerprints.
+fn resolve_trust(choice: &TrustChoice, target: &Target, reg: &Registry) -> CliResult<TrustMode> {
+    match choice {
+        TrustChoice::Given(m) => Ok(m.clone()),
+        TrustChoice::Unspecified => {
+            // A site this host is already registered with is trusted by its stored root.
+            let known = reg
+                .connections
+                .iter()
+                .find(|c| c.same_target(&target.host, target.port, &target.site));
+            if let Some(c) = known {
+                let roots = certs::certs_from_pem(&c.root_cert)
+                    .map_err(|e| CliError::local_state(format!("stored root certificate: {e}")))?;
+                return Ok(TrustMode::Roots(roots));
+            }
+            let fps = client::probe_fingerprints(&target.host, target.port)?;
+            Err(CliError::new(
+                ErrorCode::Trust,
+                format!(
+                    "the receiver at {} is not trusted yet and no trust option was given",
+                    super::state::format_server(&target.host, target.port)
+                ),
+            )
+            .fingerprints(fps)
+            .hint("compare with `tether-receiver fingerprint` on the site, then pass --trust-fingerprint sha256:HEX (or --root-ca FILE)"))
+        }
+    }
+}
+
+/// Checks what a receiver returned before anything is stored.
+fn checked_connection(
+    uuid: &str,
+    key_pem: &str,
+    root_cert: &str,
+    agent_cert: &str,
+) -> CliResult<()> {
+    let bad = |what: &str, e: String| {
+        CliError::new(
+            ErrorCode::Protocol,
+            format!("the receiver returned an unusable {what}: {e}"),
+        )
+    };
+    certs::cert_from_pem(root_cert).map_err(|e| bad("root certificate", e.to_string()))?;
+    let der =
+        certs::cert_from_pem(agent_cert).map_err(|e| bad("agent certificate", e.to_string()))?;
+    let info = certs::cert_info(&der).map_err(|e| bad("agent certificate", e.to_string()))?;
+    if info.subject_cn.as_deref() != Some(uuid) {
+        return Err(bad(
+            "agent certificate",
+            format!(
+                "its CN {:?} is not this connection's UUID {uuid}",
+                info.subject_cn
+            ),
+        ));
+    }
+    super::bundle::check_key_matches(key_pem, &der).map_err(|e| bad("agent certificate", e))?;
+    Ok(())
+}
+
+fn remote_confirms(c: &Connection, host_name: &str) -> CliResult<Option<ConnectionMode>> {
+    match remote::registration_status(c)? {
+        RegistrationStatusV2Response::Registered {
+            hostname,
+            connection_mode,
+        } if hostname == host_name => Ok(Some(connection_mode)),
+        _ => Ok(None),
+    }
+}
+
+pub fn register(store: &Store, opts: RegisterOptions) -> CliResult<Outcome> {
+    let (lock, mut reg) = lock_and_load(store)?;
+    let t = &opts.target;
+    let same_target: Vec<Connection> = reg
+        .connections
+        .iter()
+        .filter(|c| c.same_target(&t.host, t.port, &t.site))
+        .cloned()
+        .collect();
+    let mut reuse_uuid = None;
+    let mut replaced = Vec::new();
+    for c in &same_target {
+        if c.host_name == opts.host_name && !opts.force {
+            let valid = cert_valid(c);
+            if valid && !opts.query_remote {
+                return Ok(Outcome {
+                    action: Action::Unchanged,
+                    connection: c.clone(),
+                    replaced,
+                });
+            }
+            if valid {
+                if let Some(mode) = remote_confirms(c, &opts.host_name)? {
+                    if mode == c.mode {
+                        return Ok(Outcome {
+                            action: Action::Unchanged,
+                            connection: c.clone(),
+                            replaced,
+                        });
+                    }
+                }
+            }
+            // Expired, or the receiver no longer knows it: register again, same identity.
+            reuse_uuid = Some(c.uuid.clone());
+            replaced.push(c.uuid.clone());
+        } else if c.host_name != opts.host_name && !opts.force {
+            return Err(CliError::new(
+                ErrorCode::Conflict,
+                format!(
+                    "this host is already registered with {}/{} as {:?} (connection {}); refusing to register it as {:?}",
+                    c.server_address(), c.site, c.host_name, c.uuid, opts.host_name
+                ),
+            )
+            .hint("pass --force to replace that registration, or delete it first (tether delete UUID)"));
+        } else {
+            replaced.push(c.uuid.clone());
+        }
+    }
+    let trust = resolve_trust(&opts.trust, t, &reg)?;
+    let trust_label = trust.label().to_string();
+    let uuid = reuse_uuid.unwrap_or_else(|| Uuid::new_v4().to_string());
+    let new = keys::new_key_and_csr(&uuid, opts.key_type).map_err(CliError::internal)?;
+    let client = Client::new(t.clone(), trust, None)?;
+    let auth = opts.creds.auth()?;
+    let path = match auth {
+        Auth::Token(_) => paths::register_existing_token(&t.site),
+        _ => paths::register_existing(&t.site),
+    };
+    let body = RegisterExistingRequest {
+        uuid: uuid.clone(),
+        csr: new.csr_pem.clone(),
+        host_name: opts.host_name.clone(),
+    };
+    tracing::info!(server = %t.host, site = %t.site, host = %opts.host_name, "registering");
+    let resp: RegisterExistingResponse = client.post_json(&path, &auth, Some(&body))?;
+    checked_connection(&uuid, &new.key_pem, &resp.root_cert, &resp.agent_cert)?;
+    let connection = Connection {
+        uuid: uuid.clone(),
+        server: t.host.clone(),
+        port: t.port,
+        site: t.site.clone(),
+        host_name: opts.host_name.clone(),
+        mode: resp.connection_mode,
+        root_cert: resp.root_cert,
+        agent_cert: resp.agent_cert,
+        private_key: new.key_pem,
+        key_type: opts.key_type,
+        trust: trust_label,
+        registered_at: certs::now_unix(),
+        fetcher_zstd: resp.tether.map(|x| x.fetcher_zstd).unwrap_or(false),
+    };
+    reg.connections.retain(|c| !replaced.contains(&c.uuid));
+    reg.connections.push(connection.clone());
+    store.save(&lock, &reg).map_err(state_err)?;
+    let action = if replaced.is_empty() {
+        Action::Registered
+    } else {
+        Action::Replaced
+    };
+    replaced.retain(|u| *u != uuid);
+    Ok(Outcome {
+        action,
+        connection,
+        replaced,
+    })
+}
+
+pub fn cert_valid(c: &Connection) -> bool {
+    certs::cert_from_pem(&c.agent_cert)
+        .ok()
+        .and_then(|d| certs::cert_info(&d).ok())
+        .is_some_and(|i| i.valid_at(certs::now_unix()))
+}
+
+/// Registers for another host: nothing is stored here, the bundle goes to the caller.
+pub fn proxy_register(opts: RegisterOptions) -> CliResult<Connection> {
+    let t = &opts.target;
+    let trust = resolve_trust(&opts.trust, t, &Registry::default())?;
+    let trust_label = trust.label().to_string();
+    let uuid = Uuid::new_v4().to_string();
+    let new = keys::new_key_and_csr(&uuid, opts.key_type).map_err(CliError::internal)?;
+    let client = Client::new(t.clone(), trust, None)?;
+    let auth = opts.creds.auth()?;
+    let path = match auth {
+        Auth::Token(_) => paths::register_existing_token(&t.site),
+        _ => paths::register_existing(&t.site),
+    };
+    let body = RegisterExistingRequest {
+        uuid: uuid.clone(),
+        csr: new.csr_pem.clone(),
+        host_name: opts.host_name.clone(),
+    };
+    let resp: RegisterExistingResponse = client.post_json(&path, &auth, Some(&body))?;
+    checked_connection(&uuid, &new.key_pem, &resp.root_cert, &resp.agent_cert)?;
+    Ok(Connection {
+        uuid,
+        server: t.host.clone(),
+        port: t.port,
+        site: t.site.clone(),
+        host_name: opts.host_name,
+        mode: resp.connection_mode,
+        root_cert: resp.root_cert,
+        agent_cert: resp.agent_cert,
+        private_key: new.key_pem,
+        key_type: opts.key_type,
+        trust: trust_label,
+        registered_at: certs::now_unix(),
+        fetcher_zstd: resp.tether.map(|x| x.fetcher_zstd).unwrap_or(false),
+    })
+}
+
+pub struct RegisterNewOptions {
+    pub target: Target,
+    pub creds: Credentials,
+    pub trust: TrustChoice,
+    pub key_type: KeyType,
+    pub labels: BTreeMap<String, String>,
+    pub wait: Option<Duration>,
+}
+
+pub enum NewOutcome {
+    Registered {
+        connection: Connection,
+        resumed: bool,
+    },
+    Pending {
+        uuid: String,
+        resumed: bool,
+    },
+}
+
+/// Starts (or resumes) a new-host registration and waits for the site's decision.
+pub fn register_new(store: &Store, opts: RegisterNewOptions) -> CliResult<NewOutcome> {
+    let t = opts.target.clone();
+    let auth_user = opts.creds.user.clone().unwrap_or_default();
+    opts.creds.basic()?;
+    let (pending, resumed) = {
+        let (lock, mut reg) = lock_and_load(store)?;
+        let existing = reg
+            .pending
+            .iter()
+            .find(|p| {
+                p.server.eq_ignore_ascii_case(&t.host) && p.port == t.port && p.site == t.site
+            })
+            .cloned();
+        match existing {
+            Some(p) => (p, true),
+            None => {
+                let trust = resolve_trust(&opts.trust, &t, &reg)?;
+                let trust_label = trust.label().to_string();
+                let uuid = Uuid::new_v4().to_string();
+                let new =
+                    keys::new_key_and_csr(&uuid, opts.key_type).map_err(CliError::internal)?;
+                let client = Client::new(t.clone(), trust, None)?;
+                let body = RegisterNewRequest {
+                    uuid: uuid.clone(),
+                    csr: new.csr_pem,
+                    agent_labels: opts.labels.clone(),
+                };
+                let resp: RegisterNewResponse = client.post_json(
+                    &paths::register_new(&t.site),
+                    &opts.creds.basic()?,
+                    Some(&body),
+                )?;
+                certs::cert_from_pem(&resp.root_cert).map_err(|e| {
+                    CliError::new(
+                        ErrorCode::Protocol,
+                        format!("the receiver returned an unusable root certificate: {e}"),
+                    )
+                })?;
+                let p = Pending {
+                    uuid,
+                    server: t.host.clone(),
+                    port: t.port,
+                    site: t.site.clone(),
+                    user: auth_user,
+                    root_cert: resp.root_cert,
+                    private_key: new.key_pem,
+                    key_type: opts.key_type,
+                    trust: trust_label,
+                    started_at: certs::now_unix(),
+                    agent_labels: opts.labels.clone(),
+                };
+                reg.pending.push(p.clone());
+                store.save(&lock, &reg).map_err(state_err)?;
+                (p, false)
+            }
+        }
+    };
+    let roots = certs::certs_from_pem(&pending.root_cert).map_err(|e| {
+        CliError::local_state(format!("pending registration root certificate: {e}"))
+    })?;
+    let client = Client::new(t.clone(), TrustMode::Roots(roots), None)?;
+    let deadline = opts.wait.map(|w| Instant::now() + w);
+    let started = Instant::now();
+    let mut announced = false;
+    loop {
+        let status: RegisterNewOngoingResponse = client.post_json::<(), _>(
+            &paths::register_new_ongoing(&t.site, &pending.uuid),
+            &opts.creds.basic()?,
+            None,
+        )?;
+        match status {
+            RegisterNewOngoingResponse::InProgress => {
+                let Some(deadline) = deadline else {
+                    return Ok(NewOutcome::Pending {
+                        uuid: pending.uuid,
+                        resumed,
+                    });
+                };
+                if Instant::now() >= deadline {
+                    return Err(CliError::new(
+                        ErrorCode::Pending,
+                        format!("the site has not decided on registration {} yet", pending.uuid),
+                    )
+                    .hint("run the same command again to resume waiting, or ask the site to approve it (tether-receiver pending approve)"));
+                }
+                if !announced {
+                    eprintln!(
+                        "waiting for the site to decide on registration {} (timeout {}s)…",
+                        pending.uuid,
+                        opts.wait.map(|w| w.as_secs()).unwrap_or(0)
+                    );
+                    announced = true;
+                } else if started.elapsed().as_secs() % 10 < 2 {
+                    eprintln!("  still pending after {}s", started.elapsed().as_secs());
+                }
+                std::thread::sleep(
+                    Duration::from_secs(2).min(
+                        deadline
+                            .saturating_duration_since(Instant::now())
+                            .max(Duration::from_millis(100)),
+                    ),
+                );
+            }
+            RegisterNewOngoingResponse::Declined { reason } => {
+                remove_pending(store, &pending.uuid)?;
+                return Err(CliError::new(
+                    ErrorCode::Declined,
+                    format!("the site declined the registration: {reason}"),
+                ));
+            }
+            RegisterNewOngoingResponse::Success {
+                agent_cert,
+                connection_mode,
+                tether,
+            } => {
+                checked_connection(
+                    &pending.uuid,
+                    &pending.private_key,
+                    &pending.root_cert,
+                    &agent_cert,
+                )?;
+                let mut connection = Connection {
+                    uuid: pending.uuid.clone(),
+                    server: pending.server.clone(),
+                    port: pending.port,
+                    site: pending.site.clone(),
+                    host_name: String::new(),
+                    mode: connection_mode,
+                    root_cert: pending.root_cert.clone(),
+                    agent_cert,
+                    private_key: pending.private_key.clone(),
+                    key_type: pending.key_type,
+                    trust: pending.trust.clone(),
+                    registered_at: certs::now_unix(),
+                    fetcher_zstd: tether.map(|x| x.fetcher_zstd).unwrap_or(false),
+                };
+                // The site chose the host name; learn it over the new mTLS identity.
+                if let Ok(RegistrationStatusV2Response::Registered { hostname, .. }) =
+                    remote::registration_status(&connection)
+                {
+                    connection.host_name = hostname;
+                }
+                let lock = store.lock(LOCK_WAIT).map_err(state_err)?;
+                let mut reg = store.load().map_err(state_err)?;
+                reg.pending.retain(|p| p.uuid != pending.uuid);
+                reg.connections.retain(|c| c.uuid != connection.uuid);
+                reg.connections.push(connection.clone());
+                store.save(&lock, &reg).map_err(state_err)?;
+                return Ok(NewOutcome::Registered {
+                    connection,
+                    resumed,
+                });
+            }
+        }
+    }
+}
+
+fn remove_pending(store: &Store, uuid: &str) -> CliResult<()> {
+    let (lock, mut reg) = lock_and_load(store)?;
+    reg.pending.retain(|p| p.uuid != uuid);
+    store.save(&lock, &reg).map_err(state_err)
+}
+
+/// Removes connections (and pending registrations) matching the selector; local only.
+pub fn delete(store: &Store, selector: Option<&str>) -> CliResult<Vec<String>> {
+    let (lock, mut reg) = lock_and_load(store)?;
+    let victims: Vec<String> = match selector {
+        Some(s) => reg.select(s).into_iter().map(|c| c.uuid.clone()).collect(),
+        None => reg.connections.iter().map(|c| c.uuid.clone()).collect(),
+    };
+    let pending_victims: Vec<String> = reg
+        .pending
+        .iter()
+        .filter(|p| selector.is_none_or(|s| p.uuid == s))
+        .map(|p| p.uuid.clone())
+        .collect();
+    if victims.is_empty() && pending_victims.is_empty() {
+        return Ok(Vec::new());
+    }
+    reg.connections.retain(|c| !victims.contains(&c.uuid));
+    reg.pending.retain(|p| !pending_victims.contains(&p.uuid));
+    store.save(&lock, &reg).map_err(state_err)?;
+    Ok(victims.into_iter().chain(pending_victims).collect())
+}
