@@ -167,8 +167,9 @@ impl Config {
                 "pull.max_connections_per_ip and pull.phase_timeout_secs must be positive".into(),
             );
         }
-        if !(0.0..1.0).contains(&self.renew.below_fraction) {
-            return Err("renew.below_fraction must be in [0, 1)".into());
+        // 1.0 renews at every check: useful to test renewal, never in production.
+        if !(0.0..=1.0).contains(&self.renew.below_fraction) {
+            return Err("renew.below_fraction must be between 0 and 1".into());
         }
         if self.push.interval_secs == 0 {
             return Err("push.interval_secs must be positive".into());

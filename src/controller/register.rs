@@ -13,7 +13,7 @@ use super::state::{Connection, Lock, Pending, Registry, Store};
 use super::trust::TrustMode;
 use crate::cli::error::{CliError, CliResult, ErrorCode};
 use crate::wire::api::{
-    ConnectionMode, RegisterExistingRequest, RegisterExistingResponse, RegisterNewOngoingResponse,
+    RegisterExistingRequest, RegisterExistingResponse, RegisterNewOngoingResponse,
     RegisterNewRequest, RegisterNewResponse, RegistrationStatusV2Response,
 };
 use crate::wire::{certs, paths};
@@ -149,13 +149,20 @@ fn checked_connection(
     Ok(())
 }
 
-fn remote_confirms(c: &Connection, host_name: &str) -> CliResult<Option<ConnectionMode>> {
-    match remote::registration_status(c)? {
-        RegistrationStatusV2Response::Registered {
+/// Whether the receiver still knows this connection under this host name. A refusal
+/// of our certificate (revoked, unknown) means no; an unreachable receiver is an error.
+fn remote_confirms(c: &Connection, host_name: &str) -> CliResult<bool> {
+    match remote::registration_status(c) {
+        Ok(RegistrationStatusV2Response::Registered {
             hostname,
             connection_mode,
-        } if hostname == host_name => Ok(Some(connection_mode)),
-        _ => Ok(None),
+        }) => Ok(hostname == host_name && connection_mode == c.mode),
+        Ok(RegistrationStatusV2Response::NotRegistered) => Ok(false),
+        Err(e) if matches!(e.0.http_status, Some(400..=404)) => {
+            tracing::info!("receiver no longer accepts connection {}: {e}", c.uuid);
+            Ok(false)
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -171,30 +178,21 @@ pub fn register(store: &Store, opts: RegisterOptions) -> CliResult<Outcome> {
     let mut reuse_uuid = None;
     let mut replaced = Vec::new();
     for c in &same_target {
-        if c.host_name == opts.host_name && !opts.force {
-            let valid = cert_valid(c);
-            if valid && !opts.query_remote {
+        if c.host_name == opts.host_name {
+            let unchanged = !opts.force
+                && cert_valid(c)
+                && (!opts.query_remote || remote_confirms(c, &opts.host_name)?);
+            if unchanged {
                 return Ok(Outcome {
                     action: Action::Unchanged,
                     connection: c.clone(),
                     replaced,
                 });
             }
-            if valid {
-                if let Some(mode) = remote_confirms(c, &opts.host_name)? {
-                    if mode == c.mode {
-                        return Ok(Outcome {
-                            action: Action::Unchanged,
-                            connection: c.clone(),
-                            replaced,
-                        });
-                    }
-                }
-            }
-            // Expired, or the receiver no longer knows it: register again, same identity.
+            // Expired, unknown to the receiver, or forced: register again under the same
+            // identity, so the site's identity lock sees the same controller.
             reuse_uuid = Some(c.uuid.clone());
-            replaced.push(c.uuid.clone());
-        } else if c.host_name != opts.host_name && !opts.force {
+        } else if !opts.force {
             return Err(CliError::new(
                 ErrorCode::Conflict,
                 format!(
