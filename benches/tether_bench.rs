@@ -1,1 +1,389 @@
-fn main(){}
+//! Agent-side benchmarks (release): `cargo bench --bench tether_bench [-- SECTION...]`.
+//! Sections: compression, register, status, pull, fetch. Prints figures; asserts nothing.
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tether::wire::compression::{self, Compression};
+use tether::wire::{certs, pull};
+
+const TETHER: &str = env!("CARGO_BIN_EXE_tether");
+const RECEIVER: &str = env!("CARGO_BIN_EXE_tether-receiver");
+const PASSWORD: &str = "bench-password-123";
+
+fn fixture() -> Vec<u8> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/agent-output-linux.txt");
+    std::fs::read(p).expect("../shared/fixtures/agent-output-linux.txt")
+}
+
+fn fixture_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/agent-output-linux.txt")
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let idx = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[idx]
+}
+
+fn summary(name: &str, mut ms: Vec<f64>) {
+    ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    println!(
+        "{name:<44} n={:<4} p50 {:>8.2} ms  p90 {:>8.2} ms  min {:>8.2} ms",
+        ms.len(),
+        percentile(&ms, 0.5),
+        percentile(&ms, 0.9),
+        ms[0]
+    );
+}
+
+fn compression_bench() {
+    println!("== compression of the 100 KB fixture (per operation)");
+    let data = fixture();
+    for (name, c) in [("zlib level 1", Compression::Zlib), ("zstd level 3", Compression::Zstd)] {
+        let n = 300;
+        let t = Instant::now();
+        let mut out = Vec::new();
+        for _ in 0..n {
+            out = compression::compress(c, &data);
+        }
+        let comp_ms = t.elapsed().as_secs_f64() * 1000.0 / n as f64;
+        let t = Instant::now();
+        for _ in 0..n {
+            compression::decompress(c, &out, 1 << 24).unwrap();
+        }
+        let de_ms = t.elapsed().as_secs_f64() * 1000.0 / n as f64;
+        println!(
+            "{name:<14} {} -> {} bytes (ratio {:.2})  compress {comp_ms:.3} ms  decompress {de_ms:.3} ms",
+            data.len(),
+            out.len(),
+            data.len() as f64 / out.len() as f64
+        );
+    }
+    // Checkmk's controller uses zlib's default level (6).
+    let t = Instant::now();
+    let mut len = 0;
+    for _ in 0..100 {
+        let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(&data).unwrap();
+        len = e.finish().unwrap().len();
+    }
+    println!("zlib level 6   {} -> {len} bytes  compress {:.3} ms (Checkmk's setting)", data.len(), t.elapsed().as_secs_f64() * 10.0);
+}
+
+struct Receiver {
+    child: Child,
+    dir: tempfile::TempDir,
+    addr: String,
+    fingerprint: String,
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn rcv_cmd(dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(RECEIVER).args(args).arg("--dir").arg(dir).stdin(Stdio::null()).output().unwrap()
+}
+
+fn rcv_stdin(dir: &Path, args: &[&str], input: &str) {
+    let mut c = Command::new(RECEIVER)
+        .args(args)
+        .arg("--dir")
+        .arg(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    c.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    assert!(c.wait().unwrap().success());
+}
+
+fn start_receiver(site: &str, hosts: usize) -> Receiver {
+    let dir = tempfile::tempdir().unwrap();
+    let out = rcv_cmd(dir.path(), &["init", "--site", site, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("init --json");
+    let fingerprint = v["fingerprint"].as_str().unwrap().to_string();
+    rcv_stdin(dir.path(), &["user", "add", "reg", "--role", "agent_registration", "--password-stdin"], PASSWORD);
+    for i in 0..hosts {
+        assert!(rcv_cmd(dir.path(), &["host", "add", &format!("h{i}")]).status.success());
+    }
+    let ready = dir.path().join("ready");
+    let child = Command::new(RECEIVER)
+        .args(["serve", "--listen", "127.0.0.1:0", "--ready-file"])
+        .arg(&ready)
+        .arg("--dir")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let addr = loop {
+        if let Ok(s) = std::fs::read_to_string(&ready) {
+            if !s.trim().is_empty() {
+                break s.trim().to_string();
+            }
+        }
+        assert!(start.elapsed() < Duration::from_secs(20));
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Receiver { child, dir, addr, fingerprint }
+}
+
+fn register(rcv: &Receiver, home: &Path, host: &str, key: &str) -> (Duration, serde_json::Value) {
+    let t = Instant::now();
+    let out = Command::new(TETHER)
+        .args(["register", "--json", "-s", &rcv.addr, "-i", "bench", "-H", host, "-U", "reg", "--trust-fingerprint", &rcv.fingerprint, "--key-type", key])
+        .env("TETHER_HOME", home)
+        .env("TETHER_PASSWORD", PASSWORD)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let el = t.elapsed();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert_eq!(v["ok"], true, "register failed: {}", String::from_utf8_lossy(&out.stdout));
+    (el, v)
+}
+
+fn register_bench() {
+    println!("== tether register wall time (spawn to exit, loopback, pinned fingerprint)");
+    let rcv = start_receiver("bench", 64);
+    for (key, n) in [("ec", 30), ("rsa2048", 10), ("rsa4096", 8)] {
+        let mut ms = Vec::new();
+        for i in 0..n {
+            let home = tempfile::tempdir().unwrap();
+            let (el, _) = register(&rcv, home.path(), &format!("h{i}"), key);
+            ms.push(el.as_secs_f64() * 1000.0);
+            // Unregister so the next run with this host name is not refused by the identity lock.
+            rcv_cmd(rcv.dir.path(), &["unregister", &format!("h{i}")]);
+        }
+        summary(&format!("register --key-type {key}"), ms);
+    }
+    let home = tempfile::tempdir().unwrap();
+    register(&rcv, home.path(), "h40", "ec");
+    let mut ms = Vec::new();
+    for _ in 0..20 {
+        let t = Instant::now();
+        let out = Command::new(TETHER).args(["register", "--json", "-s", &rcv.addr, "-i", "bench", "-H", "h40", "-U", "reg", "--trust-fingerprint", &rcv.fingerprint])
+            .env("TETHER_HOME", home.path()).env("TETHER_PASSWORD", PASSWORD).output().unwrap();
+        ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        assert!(String::from_utf8_lossy(&out.stdout).contains("\"changed\": false"));
+    }
+    summary("register again (changed: false, remote check)", ms);
+}
+
+fn status_bench() {
+    println!("== tether status --json --no-query-remote");
+    let rcv = start_receiver("bench", 1);
+    let home = tempfile::tempdir().unwrap();
+    register(&rcv, home.path(), "h0", "ec");
+    let mut ms = Vec::new();
+    for _ in 0..100 {
+        let t = Instant::now();
+        let out = Command::new(TETHER).args(["status", "--json", "--no-query-remote"]).env("TETHER_HOME", home.path()).output().unwrap();
+        ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        assert!(out.status.success());
+    }
+    summary("status --json --no-query-remote", ms);
+}
+
+struct Daemon {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_daemon(home: &Path, extra: &str) -> Daemon {
+    std::fs::write(
+        home.join("tether.toml"),
+        format!("[agent]\nfile = {:?}\n[pull]\nmax_connections_per_ip = 1024\n{extra}\n", fixture_path().display().to_string()),
+    )
+    .unwrap();
+    let ready = home.join("ready");
+    let child = Command::new(TETHER)
+        .args(["daemon", "--listen", "127.0.0.1:0", "--ready-file"])
+        .arg(&ready)
+        .env("TETHER_HOME", home)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        if let Ok(s) = std::fs::read_to_string(&ready) {
+            if let Some(l) = s.lines().next() {
+                return Daemon { child, addr: l.parse().unwrap() };
+            }
+        }
+        assert!(start.elapsed() < Duration::from_secs(20));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+fn rss_kb(pid: u32, key: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A site-side client: the receiver's server certificate as client certificate, the
+/// agent certificate verified against the agent-signing CA with name = UUID.
+fn site_client(rcv_dir: &Path) -> Arc<rustls::ClientConfig> {
+    let read = |n: &str| std::fs::read_to_string(rcv_dir.join("ca").join(n)).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(certs::cert_from_pem(&read("agent-ca.pem")).unwrap()).unwrap();
+    let chain = certs::certs_from_pem(&read("server.pem")).unwrap();
+    let key = certs::key_from_pem(&read("server.key")).unwrap();
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(tether::wire::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .unwrap(),
+    )
+}
+
+fn pull_once(addr: SocketAddr, cfg: &Arc<rustls::ClientConfig>, uuid: &str) -> usize {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_nodelay(true).unwrap();
+    let mut m = [0u8; 2];
+    s.read_exact(&mut m).unwrap();
+    assert_eq!(&m, b"16");
+    let name = rustls::pki_types::ServerName::try_from(uuid.to_string()).unwrap();
+    let conn = rustls::ClientConnection::new(cfg.clone(), name).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, s);
+    let mut buf = Vec::with_capacity(64 << 10);
+    tls.read_to_end(&mut buf).unwrap();
+    pull::decode(&buf, 1 << 24).unwrap().len()
+}
+
+fn pull_bench() {
+    println!("== pulls from one daemon (release, loopback, 100 KB fixture, client on the same 2 cores)");
+    let rcv = start_receiver("bench", 4);
+    let cfg = site_client(rcv.dir.path());
+    for (key, label, zstd) in [("ec", "EC P-256", true), ("ec", "EC P-256", false), ("rsa4096", "RSA-4096", false)] {
+        let home = tempfile::tempdir().unwrap();
+        let (_, v) = register(&rcv, home.path(), if key == "ec" { "h0" } else { "h1" }, key);
+        let uuid = v["connection"]["uuid"].as_str().unwrap().to_string();
+        if !zstd {
+            // Pretend the site were Checkmk: zlib only.
+            let p = home.path().join("registry.json");
+            let text = std::fs::read_to_string(&p).unwrap().replace("\"fetcher_zstd\": true", "\"fetcher_zstd\": false");
+            std::fs::write(&p, text).unwrap();
+        }
+        let d = start_daemon(home.path(), "");
+        let pid = d.child.id();
+        std::thread::sleep(Duration::from_millis(300));
+        let idle = rss_kb(pid, "VmRSS:");
+        let comp = if zstd { "zstd" } else { "zlib" };
+        for threads in [1usize, 4] {
+            pull_once(d.addr, &cfg, &uuid);
+            let count = Arc::new(AtomicU64::new(0));
+            let stop = Arc::new(AtomicBool::new(false));
+            let cpu0 = cpu_secs(pid);
+            let t = Instant::now();
+            let hs: Vec<_> = (0..threads)
+                .map(|_| {
+                    let (count, stop, cfg, uuid, addr) = (count.clone(), stop.clone(), cfg.clone(), uuid.clone(), d.addr);
+                    std::thread::spawn(move || {
+                        while !stop.load(Ordering::Relaxed) {
+                            pull_once(addr, &cfg, &uuid);
+                            count.fetch_add(1, Ordering::Relaxed);
+                        }
+                    })
+                })
+                .collect();
+            std::thread::sleep(Duration::from_secs(4));
+            stop.store(true, Ordering::Relaxed);
+            for h in hs {
+                h.join().unwrap();
+            }
+            let secs = t.elapsed().as_secs_f64();
+            let n = count.load(Ordering::Relaxed) as f64;
+            let cpu = cpu_secs(pid) - cpu0;
+            println!(
+                "{label:<9} {comp}  {threads} client thread(s): {:>7.0} pulls/s  daemon CPU {:.3} ms/pull",
+                n / secs,
+                cpu * 1000.0 / n
+            );
+        }
+        println!("{label:<9} {comp}  daemon RSS idle {} KB, peak {} KB", idle, rss_kb(pid, "VmHWM:"));
+    }
+}
+
+fn fetch_bench() {
+    println!("== tether-receiver fetch --all against many daemons");
+    let n = 24;
+    let rcv = start_receiver("bench", n);
+    let mut daemons = Vec::new();
+    let mut homes = Vec::new();
+    for i in 0..n {
+        let home = tempfile::tempdir().unwrap();
+        register(&rcv, home.path(), &format!("h{i}"), "ec");
+        let d = start_daemon(home.path(), "");
+        rcv_cmd(rcv.dir.path(), &["host", "add", &format!("h{i}"), "--address", "127.0.0.1", "--agent-port", &d.addr.port().to_string()]);
+        daemons.push(d);
+        homes.push(home);
+    }
+    for conc in [4, 16] {
+        let mut rates = Vec::new();
+        for _ in 0..3 {
+            let t = Instant::now();
+            let out = rcv_cmd(rcv.dir.path(), &["fetch", "--all", "--concurrency", &conc.to_string(), "--json"]);
+            let el = t.elapsed().as_secs_f64();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+            rates.push(n as f64 / el);
+        }
+        rates.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        println!("fetch --all --concurrency {conc:<3} {n} agents: {:.0} pulls/s (median of 3, including process start)", rates[1]);
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let want = |s: &str| args.is_empty() || args.iter().any(|a| a == s);
+    if want("compression") {
+        compression_bench();
+    }
+    if want("register") {
+        register_bench();
+    }
+    if want("status") {
+        status_bench();
+    }
+    if want("pull") {
+        pull_bench();
+    }
+    if want("fetch") {
+        fetch_bench();
+    }
+}
