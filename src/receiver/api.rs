@@ -377,6 +377,9 @@ async fn register_existing_inner(
     a: &mut Audit,
 ) -> ApiResult<RegisterExistingResponse> {
     let (parts, body) = req.into_parts();
+    // Read the (small, bounded) body before any refusal, so the client always gets to see
+    // the response instead of a connection reset mid-upload.
+    let body = read_body(body, st.limits.max_body).await?;
     let who = if token {
         check_rate(st, a_ip(a))?;
         let (id, secret) = header(&parts.headers, "authorization")
@@ -392,7 +395,6 @@ async fn register_existing_inner(
     } else {
         Who::User(Box::new(authenticate(st, &parts.headers, a).await?))
     };
-    let body = read_body(body, st.limits.max_body).await?;
     let r: RegisterExistingRequest = parse_json(&body)?;
     a.uuid = Some(r.uuid.chars().take(64).collect());
     a.host = Some(r.host_name.chars().take(253).collect());
@@ -654,8 +656,8 @@ async fn renew_certificate(
         a.actor = format!("uuid:{}", uuid.chars().take(64).collect::<String>());
         a.uuid = Some(uuid.chars().take(64).collect());
         let inner = async {
-            mtls(&st, &ci, &uuid)?;
             let body = read_body(req.into_body(), st.limits.max_body).await?;
+            mtls(&st, &ci, &uuid)?;
             let r: RenewCertificateRequest = parse_json(&body)?;
             let issued = csr_and_sign(&st, &r.csr, &uuid)?;
             let u = uuid.clone();
@@ -769,8 +771,8 @@ async fn register_new_inner(
     a: &mut Audit,
 ) -> ApiResult<RegisterNewResponse> {
     let (parts, body) = req.into_parts();
-    let p = authenticate(st, &parts.headers, a).await?;
     let body = read_body(body, st.limits.max_body).await?;
+    let p = authenticate(st, &parts.headers, a).await?;
     let r: RegisterNewRequest = parse_json(&body)?;
     a.uuid = Some(r.uuid.chars().take(64).collect());
     check_uuid(&r.uuid)?;

@@ -56,6 +56,9 @@ async fn ingest(st: &Arc<AppState>, uuid: &str, req: Request) -> Result<(), ApiE
         .get::<super::api::ConnInfo>()
         .cloned()
         .ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "no connection info"))?;
+    // Read the bounded body first, so every refusal reaches the client as a response.
+    let (parts, body) = req.into_parts();
+    let bytes = read_body(body, st.limits.max_push).await?;
     mtls(st, &ci, uuid)?;
     let u = uuid.to_string();
     let now = store::now();
@@ -70,8 +73,8 @@ async fn ingest(st: &Arc<AppState>, uuid: &str, req: Request) -> Result<(), ApiE
         }
     })?;
     let host = host.map_err(|m| ApiError::new(StatusCode::FORBIDDEN, m))?;
-    let comp = match req
-        .headers()
+    let comp = match parts
+        .headers
         .get(COMPRESSION_HEADER)
         .and_then(|v| v.to_str().ok())
     {
@@ -91,8 +94,6 @@ async fn ingest(st: &Arc<AppState>, uuid: &str, req: Request) -> Result<(), ApiE
             )
         })?,
     };
-    let (parts, body) = req.into_parts();
-    let bytes = read_body(body, st.limits.max_push).await?;
     let req = Request::from_parts(parts, Body::from(bytes));
     let mut mp = Multipart::from_request(req, &()).await.map_err(|e| {
         ApiError::new(

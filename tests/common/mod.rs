@@ -72,7 +72,12 @@ impl TestReceiver {
             .args(&self.extra_serve_args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            // TETHER_TEST_LOG=1 shows the server's log, for debugging a failing test.
+            .stderr(if std::env::var_os("TETHER_TEST_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
             .spawn()
             .expect("spawn serve");
         self.child = Some(child);
