@@ -1,1 +1,13 @@
-
+//! tether-receiver: the site side. Speaks the Checkmk agent-receiver API (spec §1, §2, §5),
+//! keeps hosts, users and registrations in SQLite, and pulls agents like Checkmk's fetcher.
+//! Depends only on `wire`, never on the agent side.
+pub mod admin;
+pub mod api;
+pub mod apply;
+pub mod auth;
+pub mod ca;
+pub mod fetch;
+pub mod ingest;
+pub mod perms;
+pub mod server;
+pub mod store;

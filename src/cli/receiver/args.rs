@@ -1,0 +1,344 @@
+//! Command line of `tether-receiver`.
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tether-receiver",
+    version,
+    about = "Site-side agent receiver speaking the Checkmk agent-receiver API"
+)]
+pub struct Cli {
+    /// Print one JSON document on stdout instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More log output on stderr (-v info, -vv debug).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Receiver directory (keys and database).
+    #[arg(long, global = true, env = "TETHER_RECEIVER_DIR")]
+    pub dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the site CA, agent-signing CA, server certificate and database (idempotent).
+    Init(InitArgs),
+    /// Print the SHA-256 fingerprint of the server certificate (pin it on agents).
+    Fingerprint,
+    /// Serve the agent-receiver API over HTTPS.
+    Serve(ServeArgs),
+    /// Users (passwords from a file, stdin or TETHER_RECEIVER_PASSWORD; never on argv).
+    #[command(subcommand)]
+    User(UserCmd),
+    /// Roles: built-in admin, agent_registration, user; custom roles are permission lists.
+    #[command(subcommand)]
+    Role(RoleCmd),
+    /// Contact groups.
+    #[command(subcommand)]
+    Group(GroupCmd),
+    /// Folders (a tree; contact groups are inherited by subfolders and hosts).
+    #[command(subcommand)]
+    Folder(FolderCmd),
+    /// Hosts.
+    #[command(subcommand)]
+    Host(HostCmd),
+    /// Auto-registration rules for new hosts (first match wins).
+    #[command(subcommand)]
+    Rule(RuleCmd),
+    /// One-time registration tokens bound to a host.
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// New-host registrations awaiting a decision.
+    #[command(subcommand)]
+    Pending(PendingCmd),
+    /// Registrations (UUID ↔ host links).
+    #[command(subcommand)]
+    Registrations(RegistrationsCmd),
+    /// Revoke every registration (and certificate) of a host.
+    Unregister { host: String },
+    /// Show the audit log (oldest first).
+    Audit(AuditArgs),
+    /// Pull agent output like Checkmk's fetcher (TLS on port 6556).
+    Fetch(FetchArgs),
+    /// Show the latest pushed or pulled agent output of a host and its age.
+    AgentData(AgentDataArgs),
+    /// Converge users, roles, groups, folders, hosts and rules to a YAML or JSON file.
+    Apply(ApplyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Site name (letters, digits, underscores); part of every URL.
+    #[arg(long)]
+    pub site: String,
+    /// Extra DNS name or IP address for the server certificate (repeatable).
+    #[arg(long = "san")]
+    pub sans: Vec<String>,
+    /// Lifetime of issued agent certificates.
+    #[arg(long, default_value = "90d", value_parser = humantime::parse_duration)]
+    pub cert_lifetime: std::time::Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port (see --ready-file).
+    #[arg(long, default_value = "0.0.0.0:8000")]
+    pub listen: String,
+    /// Once listening, write the bound ip:port into this file (atomically).
+    #[arg(long)]
+    pub ready_file: Option<PathBuf>,
+    /// Largest JSON request body in bytes.
+    #[arg(long, default_value_t = 64 * 1024)]
+    pub max_body_bytes: usize,
+    /// Largest agent_data push (compressed, whole body) in bytes.
+    #[arg(long, default_value_t = 16 * 1024 * 1024)]
+    pub max_push_bytes: usize,
+    /// Largest agent output after decompression, push and pull, in bytes.
+    #[arg(long, default_value_t = 64 * 1024 * 1024)]
+    pub max_output_bytes: usize,
+    /// Deadline for a whole request, body included.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub request_timeout: std::time::Duration,
+    /// Failed authentications allowed per source address in a burst.
+    #[arg(long, default_value_t = 10)]
+    pub auth_fail_burst: u32,
+    /// Failed authentications per source address and minute after the burst.
+    #[arg(long, default_value_t = 30)]
+    pub auth_fail_per_minute: u32,
+    /// How long a verified password stays cached.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub credential_cache_ttl: std::time::Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct PasswordArgs {
+    /// Read the password from this file (first line).
+    #[arg(long, conflicts_with = "password_stdin")]
+    pub password_file: Option<PathBuf>,
+    /// Read the password from stdin (first line).
+    #[arg(long)]
+    pub password_stdin: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCmd {
+    /// Add a user, or update role, groups and password of an existing one.
+    Add {
+        name: String,
+        #[arg(long)]
+        role: String,
+        #[arg(long = "contact-group")]
+        contact_groups: Vec<String>,
+        #[command(flatten)]
+        password: PasswordArgs,
+    },
+    /// Change a user's password.
+    Passwd {
+        name: String,
+        #[command(flatten)]
+        password: PasswordArgs,
+    },
+    Del {
+        name: String,
+    },
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RoleCmd {
+    /// Add or replace a custom role.
+    Add {
+        name: String,
+        #[arg(long = "permission")]
+        permissions: Vec<String>,
+    },
+    Del {
+        name: String,
+    },
+    List,
+    /// List every known permission.
+    Permissions,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GroupCmd {
+    Add {
+        name: String,
+        #[arg(long, default_value = "")]
+        alias: String,
+    },
+    Del {
+        name: String,
+    },
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FolderCmd {
+    /// Add a folder (parents are created) or set its contact groups.
+    Add {
+        path: String,
+        #[arg(long = "contact-group")]
+        contact_groups: Vec<String>,
+    },
+    Del {
+        path: String,
+    },
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HostCmd {
+    /// Add a host, or update an existing one to exactly these attributes.
+    Add {
+        name: String,
+        #[arg(long, default_value = "/")]
+        folder: String,
+        #[arg(long = "contact-group")]
+        contact_groups: Vec<String>,
+        /// Monitoring site (default: this site).
+        #[arg(long)]
+        site: Option<String>,
+        #[arg(long)]
+        cluster: bool,
+        /// pull or push.
+        #[arg(long, default_value = "pull")]
+        mode: String,
+        /// Address the fetcher connects to (default: the host name).
+        #[arg(long)]
+        address: Option<String>,
+        /// Port the fetcher connects to (default 6556).
+        #[arg(long)]
+        agent_port: Option<u16>,
+    },
+    /// Delete a host; its registrations are revoked.
+    Del {
+        name: String,
+    },
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RuleCmd {
+    /// Add or replace a rule.
+    Add {
+        name: String,
+        /// Label the agent must send, KEY=VALUE (VALUE * = any); repeatable, all must match.
+        #[arg(long = "match")]
+        matches: Vec<String>,
+        /// Create the host in this folder.
+        #[arg(long, conflicts_with_all = ["decline", "hold"])]
+        create_in: Option<String>,
+        /// Label naming the new host (with --create-in).
+        #[arg(long)]
+        hostname_label: Option<String>,
+        /// Connection mode of created hosts: pull or push.
+        #[arg(long)]
+        mode: Option<String>,
+        /// Decline with this reason.
+        #[arg(long, conflicts_with = "hold")]
+        decline: Option<String>,
+        /// Hold for manual approval.
+        #[arg(long)]
+        hold: bool,
+        /// Position in the list (0 = first); default: keep or append.
+        #[arg(long)]
+        position: Option<usize>,
+    },
+    Del {
+        name: String,
+    },
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCmd {
+    /// Create a one-time token for HOST; printed once as ID:SECRET.
+    Create {
+        #[arg(long)]
+        host: String,
+        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+    },
+    List,
+    Revoke {
+        id: i64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PendingCmd {
+    /// New-host registrations (all states unless --all is omitted: then only pending).
+    List {
+        #[arg(long)]
+        all: bool,
+    },
+    /// Approve: create the host and issue its certificate.
+    Approve {
+        uuid: String,
+        /// Host name (default: the agent's cmk/hostname label).
+        #[arg(long)]
+        host: Option<String>,
+        #[arg(long, default_value = "/")]
+        folder: String,
+        #[arg(long, default_value = "pull")]
+        mode: String,
+    },
+    Decline {
+        uuid: String,
+        #[arg(long, default_value = "Declined by the site administrator")]
+        reason: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RegistrationsCmd {
+    List {
+        #[arg(long)]
+        host: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Newest N entries.
+    #[arg(long, default_value_t = 100)]
+    pub limit: i64,
+}
+
+#[derive(Debug, Args)]
+pub struct FetchArgs {
+    /// Host to pull (or --all).
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub host: Option<String>,
+    /// Pull every registered pull host.
+    #[arg(long)]
+    pub all: bool,
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// Timeout of each phase (connect, handshake, read).
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
+    /// Largest agent output after decompression in bytes.
+    #[arg(long, default_value_t = 64 * 1024 * 1024)]
+    pub max_output_bytes: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentDataArgs {
+    pub host: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    pub file: PathBuf,
+    /// Report what would change, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}

@@ -1,0 +1,490 @@
+//! JSON and text output of `tether-receiver` commands. Every document has `"ok": true`;
+//! failures use the shared error document.
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::Serialize;
+
+use crate::cli::output::Render;
+use crate::receiver::admin::{Rule, TokenInfo};
+use crate::receiver::store::{AuditEntry, Folder, Group, Host, Role, User};
+use crate::wire::certs::rfc3339;
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct InitOut {
+    pub ok: bool,
+    pub site: String,
+    pub dir: String,
+    /// SHA-256 of the server certificate: pin this on the agents.
+    pub fingerprint: String,
+    pub changed: bool,
+    /// Files created by this run (empty when nothing was missing).
+    pub created: Vec<String>,
+}
+impl Render for InitOut {
+    fn text(&self) -> String {
+        format!(
+            "site {} in {} ({})\nserver certificate fingerprint: {}",
+            self.site,
+            self.dir,
+            if self.changed {
+                "initialised"
+            } else {
+                "unchanged"
+            },
+            self.fingerprint
+        )
+    }
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct FingerprintOut {
+    pub ok: bool,
+    pub fingerprint: String,
+}
+impl Render for FingerprintOut {
+    fn text(&self) -> String {
+        self.fingerprint.clone()
+    }
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ServeOut {
+    pub ok: bool,
+    /// Address the server listened on.
+    pub listen: String,
+}
+impl Render for ServeOut {
+    fn text(&self) -> String {
+        String::new()
+    }
+}
+
+/// Result of a command that creates, updates or deletes one object.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ChangeOut {
+    pub ok: bool,
+    pub changed: bool,
+    /// user, role, group, folder, host, rule, token, pending, registration.
+    pub kind: String,
+    pub name: String,
+    /// add, update, delete, approve, decline, revoke, unregister.
+    pub action: String,
+    /// UUIDs whose registrations this command revoked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub revoked: Vec<String>,
+}
+impl Render for ChangeOut {
+    fn text(&self) -> String {
+        let mut s = format!(
+            "{} {} {}: {}",
+            self.action,
+            self.kind,
+            self.name,
+            if self.changed { "changed" } else { "unchanged" }
+        );
+        for u in &self.revoked {
+            s.push_str(&format!("\nrevoked {u}"));
+        }
+        s
+    }
+}
+
+fn table(rows: Vec<String>, empty: &str) -> String {
+    if rows.is_empty() {
+        empty.to_string()
+    } else {
+        rows.join("\n")
+    }
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct UserList {
+    pub ok: bool,
+    pub users: Vec<User>,
+}
+impl Render for UserList {
+    fn text(&self) -> String {
+        table(
+            self.users
+                .iter()
+                .map(|u| {
+                    format!(
+                        "{}\trole={}\tgroups={}",
+                        u.name,
+                        u.role,
+                        u.contact_groups.join(",")
+                    )
+                })
+                .collect(),
+            "no users",
+        )
+    }
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct RoleList {
+    pub ok: bool,
+    pub roles: Vec<Role>,
+}
+impl Render for RoleList {
+    fn text(&self) -> String {
+        table(
+            self.roles
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{}{}\t{}",
+                        r.name,
+                        if r.builtin { " (built-in)" } else { "" },
+                        r.permissions.join(",")
+                    )
+                })
+                .collect(),
+            "no roles",
+        )
+    }
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct PermissionList {
+    pub ok: bool,
+    pub permissions: Vec<String>,
+}
+impl Render for PermissionList {
+    fn text(&self) -> String {
+        self.permissions.join("\n")
+    }
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct GroupList {
+    pub ok: bool,
+    pub groups: Vec<Group>,
+}
+impl Render for GroupList {
+    fn text(&self) -> String {
+        table(
+            self.groups
+                .iter()
+                .map(|g| format!("{}\t{}", g.name, g.alias))
+                .collect(),
+            "no contact groups",
+        )
+    }
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct FolderList {
+    pub ok: bool,
+    pub folders: Vec<Folder>,
+}
+impl Render for FolderList {
+    fn text(&self) -> String {
+        table(
+            self.folders
+                .iter()
+                .map(|f| format!("{}\tgroups={}", f.path, f.contact_groups.join(",")))
+                .collect(),
+            "no folders",
+        )
+    }
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct HostList {
+    pub ok: bool,
+    pub hosts: Vec<Host>,
+}
+impl Render for HostList {
+    fn text(&self) -> String {
+        table(
+            self.hosts
+                .iter()
+                .map(|h| {
+                    format!(
+                        "{}\t{}\t{}\tsite={}{}\tgroups={}",
+                        h.name,
+                        h.folder,
+                        h.mode,
+                        h.site,
+                        if h.cluster { " cluster" } else { "" },
+                        h.contact_groups.join(",")
+                    )
+                })
+                .collect(),
+            "no hosts",
+        )
+    }
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct RuleList {
+    pub ok: bool,
+    /// In evaluation order: the first match wins.
+    pub rules: Vec<Rule>,
+}
+impl Render for RuleList {
+    fn text(&self) -> String {
+        table(
+            self.rules
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    let m: Vec<String> = r
+                        .match_labels
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect();
+                    format!(
+                        "{i}\t{}\tmatch {}\t{}{}",
+                        r.name,
+                        if m.is_empty() {
+                            "*".into()
+                        } else {
+                            m.join(",")
+                        },
+                        r.action,
+                        match r.action.as_str() {
+                            "create" => format!(" in {}", r.folder.clone().unwrap_or_default()),
+                            "decline" => format!(": {}", r.reason.clone().unwrap_or_default()),
+                            _ => String::new(),
+                        }
+                    )
+                })
+                .collect(),
+            "no rules",
+        )
+    }
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct TokenCreated {
+    pub ok: bool,
+    pub id: i64,
+    pub host: String,
+    /// `ID:SECRET`, for `Authorization: CMK-TOKEN ID:SECRET`. Shown only once.
+    pub token: String,
+    pub expires_at: String,
+}
+impl Render for TokenCreated {
+    fn text(&self) -> String {
+        self.token.clone()
+    }
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct TokenList {
+    pub ok: bool,
+    pub tokens: Vec<TokenInfo>,
+}
+impl Render for TokenList {
+    fn text(&self) -> String {
+        table(
+            self.tokens
+                .iter()
+                .map(|t| {
+                    let state = if t.revoked {
+                        "revoked".to_string()
+                    } else if let Some(u) = t.used_at {
+                        format!("used {}", rfc3339(u))
+                    } else if t.expires_at <= crate::wire::certs::now_unix() {
+                        "expired".to_string()
+                    } else {
+                        "unused".to_string()
+                    };
+                    format!(
+                        "{}\t{}\texpires {}\t{}",
+                        t.id,
+                        t.host,
+                        rfc3339(t.expires_at),
+                        state
+                    )
+                })
+                .collect(),
+            "no tokens",
+        )
+    }
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct PendingInfo {
+    pub uuid: String,
+    pub user: String,
+    /// pending, declined or success.
+    pub status: String,
+    pub labels: BTreeMap<String, String>,
+    pub host: Option<String>,
+    pub folder: Option<String>,
+    pub reason: Option<String>,
+    pub source: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct PendingList {
+    pub ok: bool,
+    pub registrations: Vec<PendingInfo>,
+}
+impl Render for PendingList {
+    fn text(&self) -> String {
+        table(
+            self.registrations
+                .iter()
+                .map(|p| {
+                    let l: Vec<String> = p.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    format!("{}\t{}\tby {}\t{}", p.uuid, p.status, p.user, l.join(","))
+                })
+                .collect(),
+            "no pending registrations",
+        )
+    }
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct RegistrationInfo {
+    pub uuid: String,
+    pub host: String,
+    pub connection_mode: String,
+    pub registered_at: i64,
+    pub registered_by: String,
+    /// live, revoked or expired.
+    pub state: String,
+    pub cert_not_after: Option<i64>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct RegistrationList {
+    pub ok: bool,
+    pub registrations: Vec<RegistrationInfo>,
+}
+impl Render for RegistrationList {
+    fn text(&self) -> String {
+        table(
+            self.registrations
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{}\t{}\t{}\t{}\tby {}",
+                        r.host, r.uuid, r.connection_mode, r.state, r.registered_by
+                    )
+                })
+                .collect(),
+            "no registrations",
+        )
+    }
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct AuditList {
+    pub ok: bool,
+    pub entries: Vec<AuditEntry>,
+}
+impl Render for AuditList {
+    fn text(&self) -> String {
+        table(
+            self.entries
+                .iter()
+                .map(|e| {
+                    format!(
+                        "{}\t{}\t{}\t{}\thost={}\tuuid={}\t{}\t{}",
+                        rfc3339(e.ts),
+                        e.actor,
+                        e.source,
+                        e.action,
+                        e.host.clone().unwrap_or_default(),
+                        e.uuid.clone().unwrap_or_default(),
+                        e.outcome,
+                        e.detail
+                    )
+                })
+                .collect(),
+            "audit log is empty",
+        )
+    }
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct FetchResult {
+    pub host: String,
+    pub ok: bool,
+    /// Bytes of agent output stored (after decompression).
+    pub bytes: usize,
+    pub duration_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct FetchOut {
+    pub ok: bool,
+    pub results: Vec<FetchResult>,
+    pub succeeded: usize,
+    pub failed: usize,
+}
+impl Render for FetchOut {
+    fn text(&self) -> String {
+        table(
+            self.results
+                .iter()
+                .map(|r| match &r.error {
+                    None => format!("{}\tok\t{} bytes\t{} ms", r.host, r.bytes, r.duration_ms),
+                    Some(e) => format!("{}\tfailed\t{e}", r.host),
+                })
+                .collect(),
+            "no hosts to fetch",
+        )
+    }
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct AgentDataOut {
+    pub ok: bool,
+    pub host: String,
+    /// push or pull.
+    pub via: String,
+    pub received_at: String,
+    pub age_secs: i64,
+    pub bytes: usize,
+    /// The agent output (invalid UTF-8 replaced).
+    pub output: String,
+}
+impl Render for AgentDataOut {
+    fn text(&self) -> String {
+        format!(
+            "# host {} via {} at {} ({} s ago, {} bytes)\n{}",
+            self.host, self.via, self.received_at, self.age_secs, self.bytes, self.output
+        )
+    }
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct ApplyChange {
+    /// user, role, group, folder, host, rules.
+    pub kind: String,
+    pub name: String,
+    /// create, update or delete.
+    pub action: String,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ApplyOut {
+    pub ok: bool,
+    pub changed: bool,
+    pub dry_run: bool,
+    pub changes: Vec<ApplyChange>,
+}
+impl Render for ApplyOut {
+    fn text(&self) -> String {
+        let mut s = String::new();
+        for c in &self.changes {
+            s.push_str(&format!("{} {} {}\n", c.action, c.kind, c.name));
+        }
+        s.push_str(match (self.changed, self.dry_run) {
+            (false, _) => "no changes",
+            (true, true) => "dry run: nothing was changed",
+            (true, false) => "applied",
+        });
+        s
+    }
+}

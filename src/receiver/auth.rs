@@ -1,0 +1,233 @@
+//! Authentication: argon2id password hashes, a cache of recently verified credentials,
+//! registration tokens, and the per-address limit on failed attempts.
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use argon2::password_hash::{
+    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
+};
+use argon2::Argon2;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+pub fn hash_password(password: &str) -> Result<String, String> {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// Verifies in the hash's own parameters; a malformed stored hash never matches.
+pub fn verify_password(password: &str, hash: &str) -> bool {
+    match PasswordHash::new(hash) {
+        Ok(parsed) => Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// Checks that a hash given in an apply file is a PHC argon2 string.
+pub fn valid_hash(hash: &str) -> bool {
+    PasswordHash::new(hash).is_ok_and(|h| h.algorithm.as_str().starts_with("argon2"))
+}
+
+/// Spends the same time as a real verification, so unknown user names do not answer faster.
+pub fn dummy_verify(password: &str) {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let h = DUMMY.get_or_init(|| hash_password("tether-dummy-password").unwrap_or_default());
+    let _ = verify_password(password, h);
+}
+
+/// `Authorization: Basic base64(user:password)` → (user, password).
+pub fn parse_basic(header: &str) -> Option<(String, String)> {
+    use base64::Engine;
+    let (scheme, rest) = header.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(rest.trim())
+        .ok()?;
+    let s = String::from_utf8(raw).ok()?;
+    let (u, p) = s.split_once(':')?;
+    Some((u.to_string(), p.to_string()))
+}
+
+/// `Authorization: CMK-TOKEN <id>:<uuid4>` → (id, secret).
+pub fn parse_token(header: &str) -> Option<(i64, String)> {
+    let (scheme, rest) = header.trim().split_once(' ')?;
+    if scheme != crate::wire::api::TOKEN_SCHEME {
+        return None;
+    }
+    let (id, secret) = rest.trim().split_once(':')?;
+    let id: i64 = id.parse().ok()?;
+    Some((id, secret.to_string()))
+}
+
+pub fn token_digest(secret: &str) -> Vec<u8> {
+    Sha256::digest(secret.as_bytes()).to_vec()
+}
+
+pub fn token_matches(secret: &str, stored: &[u8]) -> bool {
+    token_digest(secret).ct_eq(stored).into()
+}
+
+/// Recently verified credentials, so argon2 (tens of ms by design) runs once per user and
+/// password per TTL rather than once per request. Keyed by an HMAC under a per-process
+/// random key, so the cache never holds anything that reveals a password. An entry only
+/// counts while the user's stored hash is the one it was verified against: changing the
+/// password or deleting the user invalidates it at once.
+pub struct CredentialCache {
+    key: ring::hmac::Key,
+    ttl: Duration,
+    entries: Mutex<HashMap<[u8; 32], (String, Instant)>>,
+}
+
+impl CredentialCache {
+    pub fn new(ttl: Duration) -> Self {
+        let rng = ring::rand::SystemRandom::new();
+        let key = ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &rng).unwrap_or_else(|_| {
+            ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &rand::random::<[u8; 32]>())
+        });
+        CredentialCache {
+            key,
+            ttl,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn tag(&self, user: &str, password: &str) -> [u8; 32] {
+        let mut ctx = ring::hmac::Context::with_key(&self.key);
+        ctx.update(user.as_bytes());
+        ctx.update(&[0]);
+        ctx.update(password.as_bytes());
+        let mut out = [0u8; 32];
+        out.copy_from_slice(ctx.sign().as_ref());
+        out
+    }
+
+    /// True when this user+password was verified against exactly `current_hash` recently.
+    pub fn hit(&self, user: &str, password: &str, current_hash: &str) -> bool {
+        let tag = self.tag(user, password);
+        let Ok(map) = self.entries.lock() else {
+            return false;
+        };
+        match map.get(&tag) {
+            Some((h, at)) => {
+                at.elapsed() < self.ttl && h.as_bytes().ct_eq(current_hash.as_bytes()).into()
+            }
+            None => false,
+        }
+    }
+
+    pub fn insert(&self, user: &str, password: &str, verified_hash: &str) {
+        let tag = self.tag(user, password);
+        if let Ok(mut map) = self.entries.lock() {
+            if map.len() >= 10_000 {
+                let ttl = self.ttl;
+                map.retain(|_, (_, at)| at.elapsed() < ttl);
+                if map.len() >= 10_000 {
+                    map.clear();
+                }
+            }
+            map.insert(tag, (verified_hash.to_string(), Instant::now()));
+        }
+    }
+}
+
+/// Token bucket per source address, spent only by failed authentication: `burst` failures
+/// at once, then `per_minute` more per minute. Successful logins are never slowed down.
+pub struct FailureLimiter {
+    burst: f64,
+    per_sec: f64,
+    buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
+}
+
+impl FailureLimiter {
+    pub fn new(burst: u32, per_minute: u32) -> Self {
+        FailureLimiter {
+            burst: burst.max(1) as f64,
+            per_sec: per_minute as f64 / 60.0,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn refill(&self, entry: &mut (f64, Instant)) {
+        let el = entry.1.elapsed().as_secs_f64();
+        entry.0 = (entry.0 + el * self.per_sec).min(self.burst);
+        entry.1 = Instant::now();
+    }
+
+    /// May this address try to authenticate now?
+    pub fn allowed(&self, ip: IpAddr) -> bool {
+        let Ok(mut map) = self.buckets.lock() else {
+            return true;
+        };
+        match map.get_mut(&ip) {
+            Some(e) => {
+                self.refill(e);
+                e.0 >= 1.0
+            }
+            None => true,
+        }
+    }
+
+    /// Records one failed attempt.
+    pub fn failed(&self, ip: IpAddr) {
+        let Ok(mut map) = self.buckets.lock() else {
+            return;
+        };
+        if map.len() > 100_000 {
+            // Bounded memory under a spray of addresses: forget the ones that have refilled.
+            let burst = self.burst;
+            let per_sec = self.per_sec;
+            map.retain(|_, (t, at)| *t + at.elapsed().as_secs_f64() * per_sec < burst);
+        }
+        let e = map.entry(ip).or_insert((self.burst, Instant::now()));
+        self.refill(e);
+        e.0 = (e.0 - 1.0).max(0.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basic_and_token_parsing() {
+        assert_eq!(
+            parse_basic("Basic dXNlcjpwYXNzOndvcmQ="),
+            Some(("user".into(), "pass:word".into()))
+        );
+        assert_eq!(parse_basic("Bearer x"), None);
+        assert_eq!(
+            parse_token("CMK-TOKEN 12:abc"),
+            Some((12, "abc".to_string()))
+        );
+        assert_eq!(parse_token("CMK-TOKEN x:abc"), None);
+    }
+
+    #[test]
+    fn limiter_counts_failures_only() {
+        let l = FailureLimiter::new(2, 0);
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        assert!(l.allowed(ip));
+        l.failed(ip);
+        assert!(l.allowed(ip));
+        l.failed(ip);
+        assert!(!l.allowed(ip));
+    }
+
+    #[test]
+    fn cache_invalidates_on_hash_change() {
+        let c = CredentialCache::new(Duration::from_secs(60));
+        c.insert("u", "p", "h1");
+        assert!(c.hit("u", "p", "h1"));
+        assert!(!c.hit("u", "p", "h2"));
+        assert!(!c.hit("u", "q", "h1"));
+    }
+}

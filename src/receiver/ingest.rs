@@ -1,0 +1,152 @@
+//! Push ingest: `POST agent_data/{uuid}` over mTLS (spec §1), and the store of the latest
+//! agent output per host that pushes and pulls share.
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{FromRequest, Multipart, Path, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::api::{mtls, read_body, ApiError, AppState};
+use super::store;
+use crate::wire::api::{AGENT_DATA_FIELD, COMPRESSION_HEADER};
+use crate::wire::compression::{self, Compression};
+use crate::wire::WireError;
+
+pub fn store_output(c: &Connection, host: &str, via: &str, data: &[u8]) -> rusqlite::Result<()> {
+    c.execute(
+        "INSERT INTO agent_data(host, received_at, via, data) VALUES(?1,?2,?3,?4)
+         ON CONFLICT(host) DO UPDATE SET received_at=excluded.received_at, via=excluded.via, data=excluded.data",
+        params![host, store::now(), via, data],
+    )?;
+    Ok(())
+}
+
+/// (received_at, via, data) of the latest output of a host.
+pub fn latest_output(
+    c: &Connection,
+    host: &str,
+) -> rusqlite::Result<Option<(i64, String, Vec<u8>)>> {
+    c.query_row(
+        "SELECT received_at, via, data FROM agent_data WHERE host=?1",
+        [host],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )
+    .optional()
+}
+
+pub async fn agent_data(
+    State(st): State<Arc<AppState>>,
+    Path(uuid): Path<String>,
+    req: Request,
+) -> Response {
+    match ingest(&st, &uuid, req).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => {
+            tracing::info!("agent_data from {uuid:.64} refused: {:?}", e.detail);
+            e.into_response()
+        }
+    }
+}
+
+async fn ingest(st: &Arc<AppState>, uuid: &str, req: Request) -> Result<(), ApiError> {
+    let ci = req
+        .extensions()
+        .get::<super::api::ConnInfo>()
+        .cloned()
+        .ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "no connection info"))?;
+    // Read the bounded body first, so every refusal reaches the client as a response.
+    let (parts, body) = req.into_parts();
+    let bytes = read_body(body, st.limits.max_push).await?;
+    mtls(st, &ci, uuid)?;
+    let u = uuid.to_string();
+    let now = store::now();
+    let host = st.db.read(move |c| {
+        let Some(reg) = store::get_registration(c, &u)?.filter(|r| r.live(now)) else {
+            return Ok(Err("Host is not registered".to_string()));
+        };
+        match store::get_host(c, &reg.host)? {
+            Some(h) if h.mode == "push-agent" => Ok(Ok(h.name)),
+            Some(h) => Ok(Err(format!("Host {} is not a push host", h.name))),
+            None => Ok(Err("Host is not registered".to_string())),
+        }
+    })?;
+    let host = host.map_err(|m| ApiError::new(StatusCode::FORBIDDEN, m))?;
+    let comp = match parts
+        .headers
+        .get(COMPRESSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+    {
+        None => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "Missing compression header",
+            ))
+        }
+        Some(v) => Compression::from_header(v).map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "Unsupported compression algorithm: {}",
+                    v.chars().take(32).collect::<String>()
+                ),
+            )
+        })?,
+    };
+    let req = Request::from_parts(parts, Body::from(bytes));
+    let mut mp = Multipart::from_request(req, &()).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("Invalid multipart body: {e}"),
+        )
+    })?;
+    let mut payload = None;
+    loop {
+        match mp.next_field().await {
+            Ok(Some(f)) => {
+                if f.name() == Some(AGENT_DATA_FIELD) {
+                    let b = f.bytes().await.map_err(|e| {
+                        ApiError::new(
+                            StatusCode::BAD_REQUEST,
+                            format!("Invalid multipart body: {e}"),
+                        )
+                    })?;
+                    payload = Some(b);
+                    break;
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("Invalid multipart body: {e}"),
+                ))
+            }
+        }
+    }
+    let payload = payload.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("Multipart body has no file part {AGENT_DATA_FIELD}"),
+        )
+    })?;
+    let max = st.limits.max_output;
+    let data = tokio::task::spawn_blocking(move || compression::decompress(comp, &payload, max))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| match e {
+            WireError::TooLarge(n) => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("Decompressed agent data exceeds the limit of {n} bytes"),
+            ),
+            other => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("Decompression failed: {other}"),
+            ),
+        })?;
+    st.db
+        .write(move |c| store_output(c, &host, "push", &data).map_err(ApiError::from))
+        .await??;
+    Ok(())
+}
