@@ -46,7 +46,10 @@ fn summary(name: &str, mut ms: Vec<f64>) {
 fn compression_bench() {
     println!("== compression of the 100 KB fixture (per operation)");
     let data = fixture();
-    for (name, c) in [("zlib level 1", Compression::Zlib), ("zstd level 3", Compression::Zstd)] {
+    for (name, c) in [
+        ("zlib level 1", Compression::Zlib),
+        ("zstd level 3", Compression::Zstd),
+    ] {
         let n = 300;
         let t = Instant::now();
         let mut out = Vec::new();
@@ -74,7 +77,11 @@ fn compression_bench() {
         e.write_all(&data).unwrap();
         len = e.finish().unwrap().len();
     }
-    println!("zlib level 6   {} -> {len} bytes  compress {:.3} ms (Checkmk's setting)", data.len(), t.elapsed().as_secs_f64() * 10.0);
+    println!(
+        "zlib level 6   {} -> {len} bytes  compress {:.3} ms (Checkmk's setting)",
+        data.len(),
+        t.elapsed().as_secs_f64() * 10.0
+    );
 }
 
 struct Receiver {
@@ -92,7 +99,13 @@ impl Drop for Receiver {
 }
 
 fn rcv_cmd(dir: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(RECEIVER).args(args).arg("--dir").arg(dir).stdin(Stdio::null()).output().unwrap()
+    Command::new(RECEIVER)
+        .args(args)
+        .arg("--dir")
+        .arg(dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
 }
 
 fn rcv_stdin(dir: &Path, args: &[&str], input: &str) {
@@ -113,9 +126,22 @@ fn start_receiver(site: &str, hosts: usize) -> Receiver {
     let out = rcv_cmd(dir.path(), &["init", "--site", site, "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("init --json");
     let fingerprint = v["fingerprint"].as_str().unwrap().to_string();
-    rcv_stdin(dir.path(), &["user", "add", "reg", "--role", "agent_registration", "--password-stdin"], PASSWORD);
+    rcv_stdin(
+        dir.path(),
+        &[
+            "user",
+            "add",
+            "reg",
+            "--role",
+            "agent_registration",
+            "--password-stdin",
+        ],
+        PASSWORD,
+    );
     for i in 0..hosts {
-        assert!(rcv_cmd(dir.path(), &["host", "add", &format!("h{i}")]).status.success());
+        assert!(rcv_cmd(dir.path(), &["host", "add", &format!("h{i}")])
+            .status
+            .success());
     }
     let ready = dir.path().join("ready");
     let child = Command::new(RECEIVER)
@@ -137,13 +163,33 @@ fn start_receiver(site: &str, hosts: usize) -> Receiver {
         assert!(start.elapsed() < Duration::from_secs(20));
         std::thread::sleep(Duration::from_millis(10));
     };
-    Receiver { child, dir, addr, fingerprint }
+    Receiver {
+        child,
+        dir,
+        addr,
+        fingerprint,
+    }
 }
 
 fn register(rcv: &Receiver, home: &Path, host: &str, key: &str) -> (Duration, serde_json::Value) {
     let t = Instant::now();
     let out = Command::new(TETHER)
-        .args(["register", "--json", "-s", &rcv.addr, "-i", "bench", "-H", host, "-U", "reg", "--trust-fingerprint", &rcv.fingerprint, "--key-type", key])
+        .args([
+            "register",
+            "--json",
+            "-s",
+            &rcv.addr,
+            "-i",
+            "bench",
+            "-H",
+            host,
+            "-U",
+            "reg",
+            "--trust-fingerprint",
+            &rcv.fingerprint,
+            "--key-type",
+            key,
+        ])
         .env("TETHER_HOME", home)
         .env("TETHER_PASSWORD", PASSWORD)
         .stdin(Stdio::null())
@@ -151,7 +197,12 @@ fn register(rcv: &Receiver, home: &Path, host: &str, key: &str) -> (Duration, se
         .unwrap();
     let el = t.elapsed();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    assert_eq!(v["ok"], true, "register failed: {}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        v["ok"],
+        true,
+        "register failed: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     (el, v)
 }
 
@@ -174,8 +225,25 @@ fn register_bench() {
     let mut ms = Vec::new();
     for _ in 0..20 {
         let t = Instant::now();
-        let out = Command::new(TETHER).args(["register", "--json", "-s", &rcv.addr, "-i", "bench", "-H", "h40", "-U", "reg", "--trust-fingerprint", &rcv.fingerprint])
-            .env("TETHER_HOME", home.path()).env("TETHER_PASSWORD", PASSWORD).output().unwrap();
+        let out = Command::new(TETHER)
+            .args([
+                "register",
+                "--json",
+                "-s",
+                &rcv.addr,
+                "-i",
+                "bench",
+                "-H",
+                "h40",
+                "-U",
+                "reg",
+                "--trust-fingerprint",
+                &rcv.fingerprint,
+            ])
+            .env("TETHER_HOME", home.path())
+            .env("TETHER_PASSWORD", PASSWORD)
+            .output()
+            .unwrap();
         ms.push(t.elapsed().as_secs_f64() * 1000.0);
         assert!(String::from_utf8_lossy(&out.stdout).contains("\"changed\": false"));
     }
@@ -190,7 +258,11 @@ fn status_bench() {
     let mut ms = Vec::new();
     for _ in 0..100 {
         let t = Instant::now();
-        let out = Command::new(TETHER).args(["status", "--json", "--no-query-remote"]).env("TETHER_HOME", home.path()).output().unwrap();
+        let out = Command::new(TETHER)
+            .args(["status", "--json", "--no-query-remote"])
+            .env("TETHER_HOME", home.path())
+            .output()
+            .unwrap();
         ms.push(t.elapsed().as_secs_f64() * 1000.0);
         assert!(out.status.success());
     }
@@ -212,7 +284,10 @@ impl Drop for Daemon {
 fn start_daemon(home: &Path, extra: &str) -> Daemon {
     std::fs::write(
         home.join("tether.toml"),
-        format!("[agent]\nfile = {:?}\n[pull]\nmax_connections_per_ip = 1024\n{extra}\n", fixture_path().display().to_string()),
+        format!(
+            "[agent]\nfile = {:?}\n[pull]\nmax_connections_per_ip = 1024\n{extra}\n",
+            fixture_path().display().to_string()
+        ),
     )
     .unwrap();
     let ready = home.join("ready");
@@ -228,7 +303,10 @@ fn start_daemon(home: &Path, extra: &str) -> Daemon {
     loop {
         if let Ok(s) = std::fs::read_to_string(&ready) {
             if let Some(l) = s.lines().next() {
-                return Daemon { child, addr: l.parse().unwrap() };
+                return Daemon {
+                    child,
+                    addr: l.parse().unwrap(),
+                };
             }
         }
         assert!(start.elapsed() < Duration::from_secs(20));
@@ -259,7 +337,9 @@ fn rss_kb(pid: u32, key: &str) -> u64 {
 fn site_client(rcv_dir: &Path) -> Arc<rustls::ClientConfig> {
     let read = |n: &str| std::fs::read_to_string(rcv_dir.join("ca").join(n)).unwrap();
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(certs::cert_from_pem(&read("agent-ca.pem")).unwrap()).unwrap();
+    roots
+        .add(certs::cert_from_pem(&read("agent-ca.pem")).unwrap())
+        .unwrap();
     let chain = certs::certs_from_pem(&read("server.pem")).unwrap();
     let key = certs::key_from_pem(&read("server.key")).unwrap();
     Arc::new(
@@ -287,17 +367,30 @@ fn pull_once(addr: SocketAddr, cfg: &Arc<rustls::ClientConfig>, uuid: &str) -> u
 }
 
 fn pull_bench() {
-    println!("== pulls from one daemon (release, loopback, 100 KB fixture, client on the same 2 cores)");
+    println!(
+        "== pulls from one daemon (release, loopback, 100 KB fixture, client on the same 2 cores)"
+    );
     let rcv = start_receiver("bench", 4);
     let cfg = site_client(rcv.dir.path());
-    for (key, label, zstd) in [("ec", "EC P-256", true), ("ec", "EC P-256", false), ("rsa4096", "RSA-4096", false)] {
+    for (key, label, zstd) in [
+        ("ec", "EC P-256", true),
+        ("ec", "EC P-256", false),
+        ("rsa4096", "RSA-4096", false),
+    ] {
         let home = tempfile::tempdir().unwrap();
-        let (_, v) = register(&rcv, home.path(), if key == "ec" { "h0" } else { "h1" }, key);
+        let (_, v) = register(
+            &rcv,
+            home.path(),
+            if key == "ec" { "h0" } else { "h1" },
+            key,
+        );
         let uuid = v["connection"]["uuid"].as_str().unwrap().to_string();
         if !zstd {
             // Pretend the site were Checkmk: zlib only.
             let p = home.path().join("registry.json");
-            let text = std::fs::read_to_string(&p).unwrap().replace("\"fetcher_zstd\": true", "\"fetcher_zstd\": false");
+            let text = std::fs::read_to_string(&p)
+                .unwrap()
+                .replace("\"fetcher_zstd\": true", "\"fetcher_zstd\": false");
             std::fs::write(&p, text).unwrap();
         }
         let d = start_daemon(home.path(), "");
@@ -313,7 +406,13 @@ fn pull_bench() {
             let t = Instant::now();
             let hs: Vec<_> = (0..threads)
                 .map(|_| {
-                    let (count, stop, cfg, uuid, addr) = (count.clone(), stop.clone(), cfg.clone(), uuid.clone(), d.addr);
+                    let (count, stop, cfg, uuid, addr) = (
+                        count.clone(),
+                        stop.clone(),
+                        cfg.clone(),
+                        uuid.clone(),
+                        d.addr,
+                    );
                     std::thread::spawn(move || {
                         while !stop.load(Ordering::Relaxed) {
                             pull_once(addr, &cfg, &uuid);
@@ -336,7 +435,11 @@ fn pull_bench() {
                 cpu * 1000.0 / n
             );
         }
-        println!("{label:<9} {comp}  daemon RSS idle {} KB, peak {} KB", idle, rss_kb(pid, "VmHWM:"));
+        println!(
+            "{label:<9} {comp}  daemon RSS idle {} KB, peak {} KB",
+            idle,
+            rss_kb(pid, "VmHWM:")
+        );
     }
 }
 
@@ -350,7 +453,18 @@ fn fetch_bench() {
         let home = tempfile::tempdir().unwrap();
         register(&rcv, home.path(), &format!("h{i}"), "ec");
         let d = start_daemon(home.path(), "");
-        rcv_cmd(rcv.dir.path(), &["host", "add", &format!("h{i}"), "--address", "127.0.0.1", "--agent-port", &d.addr.port().to_string()]);
+        rcv_cmd(
+            rcv.dir.path(),
+            &[
+                "host",
+                "add",
+                &format!("h{i}"),
+                "--address",
+                "127.0.0.1",
+                "--agent-port",
+                &d.addr.port().to_string(),
+            ],
+        );
         daemons.push(d);
         homes.push(home);
     }
@@ -358,9 +472,22 @@ fn fetch_bench() {
         let mut rates = Vec::new();
         for _ in 0..3 {
             let t = Instant::now();
-            let out = rcv_cmd(rcv.dir.path(), &["fetch", "--all", "--concurrency", &conc.to_string(), "--json"]);
+            let out = rcv_cmd(
+                rcv.dir.path(),
+                &[
+                    "fetch",
+                    "--all",
+                    "--concurrency",
+                    &conc.to_string(),
+                    "--json",
+                ],
+            );
             let el = t.elapsed().as_secs_f64();
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stdout)
+            );
             rates.push(n as f64 / el);
         }
         rates.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -369,7 +496,10 @@ fn fetch_bench() {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
     let want = |s: &str| args.is_empty() || args.iter().any(|a| a == s);
     if want("compression") {
         compression_bench();

@@ -1,9 +1,9 @@
 //! The daemon against real sites: OpenSSL and tether-receiver's fetcher pull it over TLS,
 //! pushes arrive, guards refuse what they must, registry and certificate changes are served
 //! without a restart.
-mod common;
 #[path = "support/agent.rs"]
 mod agent;
+mod common;
 #[path = "support/daemon.rs"]
 mod daemon;
 
@@ -32,15 +32,26 @@ fn pulls_are_served_over_mutual_tls_and_guarded() {
     let a = Agent::new();
     // Nothing registered yet: no plaintext, not even a marker.
     let d = Daemon::start(&a, &config(""), &[]);
-    assert!(raw_read(d.addr, Duration::from_secs(2)).is_empty(), "no plaintext by default");
+    assert!(
+        raw_read(d.addr, Duration::from_secs(2)).is_empty(),
+        "no plaintext by default"
+    );
 
     // Registered while the daemon runs: served without restart.
-    let reg = a.register(&rcv, "h1", "reg", &[]).ok("tether.register.schema.json");
+    let reg = a
+        .register(&rcv, "h1", "reg", &[])
+        .ok("tether.register.schema.json");
     let uuid = reg["connection"]["uuid"].as_str().unwrap().to_string();
-    eventually(Duration::from_secs(10), "marker after registration", || raw_read(d.addr, Duration::from_millis(300)).starts_with(b"16"));
+    eventually(Duration::from_secs(10), "marker after registration", || {
+        raw_read(d.addr, Duration::from_millis(300)).starts_with(b"16")
+    });
 
     // OpenSSL as the site: site certificate as client certificate, SNI = UUID.
-    let (cert, key, agent_ca) = (site_file(&rcv, "server.pem"), site_file(&rcv, "server.key"), site_file(&rcv, "agent-ca.pem"));
+    let (cert, key, agent_ca) = (
+        site_file(&rcv, "server.pem"),
+        site_file(&rcv, "server.key"),
+        site_file(&rcv, "agent-ca.pem"),
+    );
     let got = python_pull(d.port(), &uuid, &cert, &key, &agent_ca);
     assert_eq!(got["ok"], true, "{got}");
     assert_eq!(got["version"], "0000");
@@ -48,25 +59,64 @@ fn pulls_are_served_over_mutual_tls_and_guarded() {
     let want = std::fs::read(fixture()).unwrap();
     assert_eq!(got["bytes"], want.len());
     assert!(got["head"].as_str().unwrap().starts_with("<<<"));
+    assert_eq!(
+        got["compression"], 2,
+        "tether-receiver announced zstd at registration"
+    );
     let first_serial = got["peer_serial"].clone();
 
+    // A Checkmk site announces nothing: its pulls get zlib.
+    let reg_path = a.path("registry.json");
+    let text = std::fs::read_to_string(&reg_path).unwrap();
+    std::fs::write(
+        &reg_path,
+        text.replace("\"fetcher_zstd\": true", "\"fetcher_zstd\": false"),
+    )
+    .unwrap();
+    eventually(Duration::from_secs(10), "zlib for a Checkmk site", || {
+        python_pull(d.port(), &uuid, &cert, &key, &agent_ca)["compression"] == 1
+    });
+
     // tether-receiver's fetcher stores the output.
-    rcv.add_host("h1", &["--address", "127.0.0.1", "--agent-port", &d.port().to_string()]);
+    rcv.add_host(
+        "h1",
+        &[
+            "--address",
+            "127.0.0.1",
+            "--agent-port",
+            &d.port().to_string(),
+        ],
+    );
     let f = rcv.admin_json(&["fetch", "h1"]);
     assert_eq!(f["ok"], true, "{f}");
     let data = rcv.admin_json(&["agent-data", "h1"]);
     assert_eq!(data["ok"], true, "{data}");
 
     // Wrong SNI: the handshake fails.
-    let bad = python_pull(d.port(), "00000000-0000-4000-8000-000000000000", &cert, &key, &agent_ca);
+    let bad = python_pull(
+        d.port(),
+        "00000000-0000-4000-8000-000000000000",
+        &cert,
+        &key,
+        &agent_ca,
+    );
     assert_eq!(bad["ok"], false);
     assert_eq!(bad["stage"], "tls");
     // An agent certificate is no site certificate.
     let conn = &a.connections()[0];
     std::fs::write(a.path("agent.pem"), conn["agent_cert"].as_str().unwrap()).unwrap();
     std::fs::write(a.path("agent.key"), conn["private_key"].as_str().unwrap()).unwrap();
-    let bad = python_pull(d.port(), &uuid, &a.path("agent.pem"), &a.path("agent.key"), &agent_ca);
-    assert_eq!(bad["ok"], false, "agent certificate accepted as client: {bad}");
+    let bad = python_pull(
+        d.port(),
+        &uuid,
+        &a.path("agent.pem"),
+        &a.path("agent.key"),
+        &agent_ca,
+    );
+    assert_eq!(
+        bad["ok"], false,
+        "agent certificate accepted as client: {bad}"
+    );
 
     // A fourth concurrent connection from one address is closed at once.
     let held: Vec<TcpStream> = (0..3)
@@ -77,24 +127,38 @@ fn pulls_are_served_over_mutual_tls_and_guarded() {
             s
         })
         .collect();
-    assert!(raw_read(d.addr, Duration::from_secs(2)).is_empty(), "fourth connection refused");
+    assert!(
+        raw_read(d.addr, Duration::from_secs(2)).is_empty(),
+        "fourth connection refused"
+    );
     drop(held);
-    eventually(Duration::from_secs(5), "slots released", || raw_read(d.addr, Duration::from_millis(300)).starts_with(b"16"));
+    eventually(Duration::from_secs(5), "slots released", || {
+        raw_read(d.addr, Duration::from_millis(300)).starts_with(b"16")
+    });
 
     // Renewal swaps the served certificate at once.
-    a.run(&["renew-certificate", "--json"]).ok("tether.renew-certificate.schema.json");
-    eventually(Duration::from_secs(10), "renewed certificate served", || {
-        let g = python_pull(d.port(), &uuid, &cert, &key, &agent_ca);
-        g["ok"] == true && g["peer_serial"] != first_serial
-    });
+    a.run(&["renew-certificate", "--json"])
+        .ok("tether.renew-certificate.schema.json");
+    eventually(
+        Duration::from_secs(10),
+        "renewed certificate served",
+        || {
+            let g = python_pull(d.port(), &uuid, &cert, &key, &agent_ca);
+            g["ok"] == true && g["peer_serial"] != first_serial
+        },
+    );
 
     // SIGHUP reloads the configuration: an allow-list without loopback refuses us.
     a.write_config(&config("allowed_ip = [\"10.0.0.0/8\"]"));
     d.signal("HUP");
-    eventually(Duration::from_secs(5), "allow-list applied", || raw_read(d.addr, Duration::from_millis(500)).is_empty());
+    eventually(Duration::from_secs(5), "allow-list applied", || {
+        raw_read(d.addr, Duration::from_millis(500)).is_empty()
+    });
     a.write_config(&config("allowed_ip = [\"127.0.0.0/8\"]"));
     d.signal("HUP");
-    eventually(Duration::from_secs(5), "allow-list lifted", || raw_read(d.addr, Duration::from_millis(500)).starts_with(b"16"));
+    eventually(Duration::from_secs(5), "allow-list lifted", || {
+        raw_read(d.addr, Duration::from_millis(500)).starts_with(b"16")
+    });
 
     assert_eq!(d.stop(), 0, "graceful exit on SIGTERM");
 }
@@ -111,13 +175,24 @@ fn legacy_plaintext_only_when_enabled_and_unregistered() {
 fn daemon_renews_by_itself() {
     let rcv = receiver_with_hosts("d2");
     let a = Agent::new();
-    let v = a.register(&rcv, "h1", "reg", &[]).ok("tether.register.schema.json");
-    let serial = v["connection"]["certificate"]["serial"].as_str().unwrap().to_string();
+    let v = a
+        .register(&rcv, "h1", "reg", &[])
+        .ok("tether.register.schema.json");
+    let serial = v["connection"]["certificate"]["serial"]
+        .as_str()
+        .unwrap()
+        .to_string();
     // below_fraction = 1.0 renews at every check: the daemon must swap certificates itself.
-    let _d = Daemon::start(&a, &config("[renew]\nbelow_fraction = 1.0\ncheck_interval_secs = 1"), &[]);
+    let _d = Daemon::start(
+        &a,
+        &config("[renew]\nbelow_fraction = 1.0\ncheck_interval_secs = 1"),
+        &[],
+    );
     eventually(Duration::from_secs(20), "automatic renewal", || {
         a.connections()[0]["agent_cert"].as_str() != v["connection"]["agent_cert"].as_str()
-            && a.run(&["status", "--json", "--no-query-remote"]).json()["connections"][0]["certificate"]["serial"] != serial.as_str()
+            && a.run(&["status", "--json", "--no-query-remote"]).json()["connections"][0]
+                ["certificate"]["serial"]
+                != serial.as_str()
     });
 }
 
@@ -126,7 +201,9 @@ fn push_arrives_and_broken_sources_are_reported() {
     let rcv = receiver_with_hosts("d3");
     rcv.add_host("p1", &["--mode", "push"]);
     let a = Agent::new();
-    let v = a.register(&rcv, "p1", "reg", &[]).ok("tether.register.schema.json");
+    let v = a
+        .register(&rcv, "p1", "reg", &[])
+        .ok("tether.register.schema.json");
     assert_eq!(v["connection"]["connection_mode"], "push-agent");
     a.write_config(&config(""));
     let p = a.run(&["push", "--json"]).ok("tether.push.schema.json");
@@ -137,7 +214,9 @@ fn push_arrives_and_broken_sources_are_reported() {
     // The daemon pushes on its own schedule.
     let d = Daemon::start(&a, &config("[push]\ninterval_secs = 1\njitter = 0.0"), &[]);
     let before = serde_json::to_string(&rcv.admin_json(&["agent-data", "p1"])).unwrap();
-    eventually(Duration::from_secs(15), "a daemon push", || serde_json::to_string(&rcv.admin_json(&["agent-data", "p1"])).unwrap() != before);
+    eventually(Duration::from_secs(15), "a daemon push", || {
+        serde_json::to_string(&rcv.admin_json(&["agent-data", "p1"])).unwrap() != before
+    });
     drop(d);
 
     // A failing agent source: dump fails clearly, the daemon reports it in status.

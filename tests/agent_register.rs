@@ -1,7 +1,7 @@
 //! End-to-end: the real `tether` against a real tether-receiver over HTTPS on loopback.
-mod common;
 #[path = "support/agent.rs"]
 mod agent;
+mod common;
 
 use std::os::unix::fs::PermissionsExt;
 
@@ -11,7 +11,9 @@ use agent::{receiver_with_hosts, Agent, PASSWORD};
 fn register_is_idempotent_and_state_is_private() {
     let rcv = receiver_with_hosts("s1");
     let a = Agent::new();
-    let first = a.register(&rcv, "h1", "reg", &[]).ok("tether.register.schema.json");
+    let first = a
+        .register(&rcv, "h1", "reg", &[])
+        .ok("tether.register.schema.json");
     assert_eq!(first["changed"], true);
     assert_eq!(first["action"], "registered");
     assert_eq!(first["insecure"], false);
@@ -22,29 +24,40 @@ fn register_is_idempotent_and_state_is_private() {
     assert_eq!(c["trust"], "fingerprint");
     assert_eq!(c["certificate"]["valid"], true);
     assert_eq!(c["fetcher_zstd"], true);
-    let mode = std::fs::metadata(a.path("registry.json")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(a.path("registry.json"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
 
     // Second run: the receiver confirms, nothing changes.
-    let second = a.register(&rcv, "h1", "reg", &[]).ok("tether.register.schema.json");
+    let second = a
+        .register(&rcv, "h1", "reg", &[])
+        .ok("tether.register.schema.json");
     assert_eq!(second["changed"], false);
     assert_eq!(second["action"], "unchanged");
     assert_eq!(second["connection"]["uuid"], c["uuid"]);
     // Local-only check trusts state without contacting the receiver.
-    let third = a.register(&rcv, "h1", "reg", &["--no-query-remote"]).ok("tether.register.schema.json");
+    let third = a
+        .register(&rcv, "h1", "reg", &["--no-query-remote"])
+        .ok("tether.register.schema.json");
     assert_eq!(third["changed"], false);
 
     let status = a.run(&["status", "--json"]).ok("tether.status.schema.json");
     assert_eq!(status["connections"][0]["remote"]["status"], "registered");
     assert_eq!(status["connections"][0]["remote"]["hostname"], "h1");
-    let local = a.run(&["status", "--json", "--no-query-remote"]).ok("tether.status.schema.json");
+    let local = a
+        .run(&["status", "--json", "--no-query-remote"])
+        .ok("tether.status.schema.json");
     assert_eq!(local["connections"][0]["remote"]["status"], "not_queried");
 
     // Unregistered on the site: register again (same identity), changed.
     rcv.admin_json(&["unregister", "h1"]);
     let st = a.run(&["status", "--json"]).ok("tether.status.schema.json");
     assert_ne!(st["connections"][0]["remote"]["status"], "registered");
-    let again = a.register(&rcv, "h1", "reg", &[]).ok("tether.register.schema.json");
+    let again = a
+        .register(&rcv, "h1", "reg", &[])
+        .ok("tether.register.schema.json");
     assert_eq!(again["changed"], true);
     assert_eq!(a.connections().len(), 1);
 }
@@ -53,7 +66,18 @@ fn register_is_idempotent_and_state_is_private() {
 fn secrets_arrive_by_file_stdin_and_env_never_argv() {
     let rcv = receiver_with_hosts("s2");
     let server = rcv.server();
-    let base = ["register", "--json", "-s", &server, "-i", "s2", "-U", "reg", "--trust-fingerprint", &rcv.fingerprint];
+    let base = [
+        "register",
+        "--json",
+        "-s",
+        &server,
+        "-i",
+        "s2",
+        "-U",
+        "reg",
+        "--trust-fingerprint",
+        &rcv.fingerprint,
+    ];
 
     let a = Agent::new();
     let pwfile = a.path("pw");
@@ -65,7 +89,8 @@ fn secrets_arrive_by_file_stdin_and_env_never_argv() {
     let b = Agent::new();
     let mut args = base.to_vec();
     args.extend(["-H", "h2"]);
-    b.run_with(&args, None, &[("TETHER_PASSWORD", PASSWORD)]).ok("tether.register.schema.json");
+    b.run_with(&args, None, &[("TETHER_PASSWORD", PASSWORD)])
+        .ok("tether.register.schema.json");
 
     let c = Agent::new();
     let mut args = base.to_vec();
@@ -97,7 +122,21 @@ fn refusals_map_to_documented_codes_and_change_nothing() {
 
     // Wrong password.
     let r = a.run_with(
-        &["register", "--json", "-s", &server, "-i", "s3", "-H", "h1", "-U", "reg", "--password-stdin", "--trust-fingerprint", &rcv.fingerprint],
+        &[
+            "register",
+            "--json",
+            "-s",
+            &server,
+            "-i",
+            "s3",
+            "-H",
+            "h1",
+            "-U",
+            "reg",
+            "--password-stdin",
+            "--trust-fingerprint",
+            &rcv.fingerprint,
+        ],
         Some("wrong"),
         &[],
     );
@@ -105,13 +144,21 @@ fn refusals_map_to_documented_codes_and_change_nothing() {
     assert_eq!(e["error"]["http_status"], 401);
     assert!(e["error"]["hint"].is_string());
     // No registration permission.
-    let e = a.register(&rcv, "h1", "plain", &[]).err("permission_denied", 4);
+    let e = a
+        .register(&rcv, "h1", "plain", &[])
+        .err("permission_denied", 4);
     assert_eq!(e["error"]["http_status"], 403);
     // Unknown host.
-    let e = a.register(&rcv, "nosuchhost", "reg", &[]).err("host_not_found", 5);
-    assert!(e["error"]["message"].as_str().unwrap().contains("does not exist"));
+    let e = a
+        .register(&rcv, "nosuchhost", "reg", &[])
+        .err("host_not_found", 5);
+    assert!(e["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("does not exist"));
     // Wrong site and cluster.
-    a.register(&rcv, "elsewhere", "reg", &[]).err("wrong_site", 6);
+    a.register(&rcv, "elsewhere", "reg", &[])
+        .err("wrong_site", 6);
     a.register(&rcv, "clu", "reg", &[]).err("wrong_site", 6);
     // Invalid host name never leaves the machine.
     a.register(&rcv, "../etc", "reg", &[]).err("usage", 2);
@@ -122,7 +169,21 @@ fn refusals_map_to_documented_codes_and_change_nothing() {
     let port = dead.local_addr().unwrap().port();
     drop(dead);
     let r = a.run_with(
-        &["register", "--json", "-s", &format!("127.0.0.1:{port}"), "-i", "s3", "-H", "h1", "-U", "reg", "--password-stdin", "--trust-fingerprint", &rcv.fingerprint],
+        &[
+            "register",
+            "--json",
+            "-s",
+            &format!("127.0.0.1:{port}"),
+            "-i",
+            "s3",
+            "-H",
+            "h1",
+            "-U",
+            "reg",
+            "--password-stdin",
+            "--trust-fingerprint",
+            &rcv.fingerprint,
+        ],
         Some(PASSWORD),
         &[],
     );
@@ -135,37 +196,107 @@ fn trust_is_pinned_never_prompted() {
     let a = Agent::new();
     let server = rcv.server();
     // No trust option: fails and shows what to pin.
-    let r = a.run_with(&["register", "--json", "-s", &server, "-i", "s4", "-H", "h1", "-U", "reg", "--password-stdin"], Some(PASSWORD), &[]);
+    let r = a.run_with(
+        &[
+            "register",
+            "--json",
+            "-s",
+            &server,
+            "-i",
+            "s4",
+            "-H",
+            "h1",
+            "-U",
+            "reg",
+            "--password-stdin",
+        ],
+        Some(PASSWORD),
+        &[],
+    );
     let e = r.err("trust", 8);
-    let fps: Vec<String> = e["error"]["server_fingerprints"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
-    assert!(fps.contains(&rcv.fingerprint), "{fps:?} should list {}", rcv.fingerprint);
+    let fps: Vec<String> = e["error"]["server_fingerprints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        fps.contains(&rcv.fingerprint),
+        "{fps:?} should list {}",
+        rcv.fingerprint
+    );
     assert!(r.stderr.contains(&rcv.fingerprint));
 
     // A wrong pin fails before any credentials are sent.
     let wrong = format!("sha256:{}", "ab".repeat(32));
     let e = a.register_with_pin(&rcv, "h1", &wrong).err("trust", 8);
-    assert!(e["error"]["message"].as_str().unwrap().contains("pinned fingerprint"));
+    assert!(e["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("pinned fingerprint"));
     assert!(a.connections().is_empty());
 
     // Colons and upper case are accepted.
     let hex = rcv.fingerprint.trim_start_matches("sha256:").to_uppercase();
-    let colons: Vec<String> = hex.as_bytes().chunks(2).map(|c| String::from_utf8(c.to_vec()).unwrap()).collect();
-    a.register_with_pin(&rcv, "h1", &colons.join(":")).ok("tether.register.schema.json");
+    let colons: Vec<String> = hex
+        .as_bytes()
+        .chunks(2)
+        .map(|c| String::from_utf8(c.to_vec()).unwrap())
+        .collect();
+    a.register_with_pin(&rcv, "h1", &colons.join(":"))
+        .ok("tether.register.schema.json");
 
     // --root-ca with the site CA from the stored connection.
-    let root = a.connections()[0]["root_cert"].as_str().unwrap().to_string();
+    let root = a.connections()[0]["root_cert"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let b = Agent::new();
     std::fs::write(b.path("ca.pem"), root).unwrap();
     let r = b.run_with(
-        &["register", "--json", "-s", &server, "-i", "s4", "-H", "h2", "-U", "reg", "--password-stdin", "--root-ca", b.path("ca.pem").to_str().unwrap()],
+        &[
+            "register",
+            "--json",
+            "-s",
+            &server,
+            "-i",
+            "s4",
+            "-H",
+            "h2",
+            "-U",
+            "reg",
+            "--password-stdin",
+            "--root-ca",
+            b.path("ca.pem").to_str().unwrap(),
+        ],
         Some(PASSWORD),
         &[],
     );
-    assert_eq!(r.ok("tether.register.schema.json")["connection"]["trust"], "root_ca");
+    assert_eq!(
+        r.ok("tether.register.schema.json")["connection"]["trust"],
+        "root_ca"
+    );
 
     // --trust-cert works but says it is insecure.
     let c = Agent::new();
-    let r = c.run_with(&["register", "--json", "-s", &server, "-i", "s4", "-H", "h3", "-U", "reg", "--password-stdin", "--trust-cert"], Some(PASSWORD), &[]);
+    let r = c.run_with(
+        &[
+            "register",
+            "--json",
+            "-s",
+            &server,
+            "-i",
+            "s4",
+            "-H",
+            "h3",
+            "-U",
+            "reg",
+            "--password-stdin",
+            "--trust-cert",
+        ],
+        Some(PASSWORD),
+        &[],
+    );
     let v = r.ok("tether.register.schema.json");
     assert_eq!(v["insecure"], true);
     assert!(r.stderr.contains("warning"));
@@ -175,7 +306,21 @@ impl Agent {
     fn register_with_pin(&self, rcv: &common::TestReceiver, host: &str, pin: &str) -> agent::Run {
         let server = rcv.server();
         self.run_with(
-            &["register", "--json", "-s", &server, "-i", &rcv.site, "-H", host, "-U", "reg", "--password-stdin", "--trust-fingerprint", pin],
+            &[
+                "register",
+                "--json",
+                "-s",
+                &server,
+                "-i",
+                &rcv.site,
+                "-H",
+                host,
+                "-U",
+                "reg",
+                "--password-stdin",
+                "--trust-fingerprint",
+                pin,
+            ],
             Some(PASSWORD),
             &[],
         )
@@ -186,7 +331,8 @@ impl Agent {
 fn identity_lock_force_and_host_name_conflicts() {
     let rcv = receiver_with_hosts("s5");
     let a = Agent::new();
-    a.register(&rcv, "h1", "reg", &[]).ok("tether.register.schema.json");
+    a.register(&rcv, "h1", "reg", &[])
+        .ok("tether.register.schema.json");
     // Another controller cannot take over h1 with registration rights alone.
     let other = Agent::new();
     let e = other.register(&rcv, "h1", "reg", &[]).err("conflict", 7);
@@ -194,7 +340,9 @@ fn identity_lock_force_and_host_name_conflicts() {
     // The same controller under another host name: local conflict unless --force.
     let e = a.register(&rcv, "h2", "reg", &[]).err("conflict", 7);
     assert!(e["error"]["hint"].as_str().unwrap().contains("--force"));
-    let v = a.register(&rcv, "h2", "reg", &["--force"]).ok("tether.register.schema.json");
+    let v = a
+        .register(&rcv, "h2", "reg", &["--force"])
+        .ok("tether.register.schema.json");
     assert_eq!(v["action"], "replaced");
     assert_eq!(v["replaced"].as_array().unwrap().len(), 1);
     let conns = a.connections();
@@ -207,11 +355,24 @@ fn concurrent_registers_keep_one_connection() {
     let rcv = receiver_with_hosts("s6");
     let a = Agent::new();
     let runs: Vec<agent::Run> = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..2).map(|_| s.spawn(|| a.register(&rcv, "h1", "reg", &[]))).collect();
+        let hs: Vec<_> = (0..2)
+            .map(|_| s.spawn(|| a.register(&rcv, "h1", "reg", &[])))
+            .collect();
         hs.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    let changed: Vec<bool> = runs.iter().map(|r| r.ok("tether.register.schema.json")["changed"].as_bool().unwrap()).collect();
-    assert_eq!(changed.iter().filter(|c| **c).count(), 1, "exactly one run registers: {changed:?}");
+    let changed: Vec<bool> = runs
+        .iter()
+        .map(|r| {
+            r.ok("tether.register.schema.json")["changed"]
+                .as_bool()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        changed.iter().filter(|c| **c).count(),
+        1,
+        "exactly one run registers: {changed:?}"
+    );
     assert_eq!(a.connections().len(), 1);
 }
 
@@ -224,41 +385,75 @@ fn corrupt_state_is_reported_and_left_alone() {
     assert!(e["error"]["message"].as_str().unwrap().contains("corrupt"));
     a.run(&["status", "--json"]).err("local_state", 12);
     a.run(&["delete-all", "--json"]).err("local_state", 12);
-    assert_eq!(std::fs::read(a.path("registry.json")).unwrap(), b"{ not json");
+    assert_eq!(
+        std::fs::read(a.path("registry.json")).unwrap(),
+        b"{ not json"
+    );
 }
 
 #[test]
 fn delete_renew_proxy_and_import() {
     let rcv = receiver_with_hosts("s8");
     let a = Agent::new();
-    let v = a.register(&rcv, "h1", "reg", &["--key-type", "rsa2048"]).ok("tether.register.schema.json");
+    let v = a
+        .register(&rcv, "h1", "reg", &["--key-type", "rsa2048"])
+        .ok("tether.register.schema.json");
     assert_eq!(v["connection"]["key_type"], "rsa2048");
     let uuid = v["connection"]["uuid"].as_str().unwrap().to_string();
     let serial = v["connection"]["certificate"]["serial"].clone();
 
-    let r = a.run(&["renew-certificate", "--json"]).ok("tether.renew-certificate.schema.json");
+    let r = a
+        .run(&["renew-certificate", "--json"])
+        .ok("tether.renew-certificate.schema.json");
     assert_eq!(r["renewed"][0]["uuid"], uuid.as_str());
     assert_ne!(r["renewed"][0]["certificate"]["serial"], serial);
     let st = a.run(&["status", "--json"]).ok("tether.status.schema.json");
-    assert_eq!(st["connections"][0]["remote"]["status"], "registered", "renewed certificate works for mTLS");
+    assert_eq!(
+        st["connections"][0]["remote"]["status"], "registered",
+        "renewed certificate works for mTLS"
+    );
 
     // Proxy registration: the bundle is written 0600 and imports elsewhere.
     let server = rcv.server();
     let out = a.path("bundle.json");
     let p = a.run_with(
-        &["proxy-register", "--json", "-s", &server, "-i", "s8", "-H", "h2", "-U", "reg", "--password-stdin", "--trust-fingerprint", &rcv.fingerprint, "--output", out.to_str().unwrap()],
+        &[
+            "proxy-register",
+            "--json",
+            "-s",
+            &server,
+            "-i",
+            "s8",
+            "-H",
+            "h2",
+            "-U",
+            "reg",
+            "--password-stdin",
+            "--trust-fingerprint",
+            &rcv.fingerprint,
+            "--output",
+            out.to_str().unwrap(),
+        ],
         Some(PASSWORD),
         &[],
     );
     p.ok("tether.proxy-register.schema.json");
-    assert_eq!(std::fs::metadata(&out).unwrap().permissions().mode() & 0o777, 0o600);
-    let bundle: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(
+        std::fs::metadata(&out).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let bundle: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     common::validate_json("tether.bundle.schema.json", &bundle);
     let b = Agent::new();
-    let imp = b.run(&["import", "--json", out.to_str().unwrap()]).ok("tether.import.schema.json");
+    let imp = b
+        .run(&["import", "--json", out.to_str().unwrap()])
+        .ok("tether.import.schema.json");
     assert_eq!(imp["changed"], true);
     assert_eq!(imp["imported"][0]["host_name"], "h2");
-    let again = b.run(&["import", "--json", out.to_str().unwrap()]).ok("tether.import.schema.json");
+    let again = b
+        .run(&["import", "--json", out.to_str().unwrap()])
+        .ok("tether.import.schema.json");
     assert_eq!(again["changed"], false);
     let st = b.run(&["status", "--json"]).ok("tether.status.schema.json");
     assert_eq!(st["connections"][0]["remote"]["status"], "registered");
@@ -268,8 +463,13 @@ fn delete_renew_proxy_and_import() {
     bad["connection"]["private_key"] = a.connections()[0]["private_key"].clone();
     let c = Agent::new();
     std::fs::write(c.path("bad.json"), bad.to_string()).unwrap();
-    let e = c.run(&["import", "--json", c.path("bad.json").to_str().unwrap()]).err("usage", 2);
-    assert!(e["error"]["message"].as_str().unwrap().contains("does not belong"));
+    let e = c
+        .run(&["import", "--json", c.path("bad.json").to_str().unwrap()])
+        .err("usage", 2);
+    assert!(e["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("does not belong"));
     assert!(c.connections().is_empty());
 
     // Checkmk's registered_connections.json imports too (switching controllers).
@@ -284,17 +484,31 @@ fn delete_renew_proxy_and_import() {
     });
     let d = Agent::new();
     std::fs::write(d.path("cmk.json"), cmk.to_string()).unwrap();
-    let imp = d.run(&["import", "--json", "-H", "h1", d.path("cmk.json").to_str().unwrap()]).ok("tether.import.schema.json");
+    let imp = d
+        .run(&[
+            "import",
+            "--json",
+            "-H",
+            "h1",
+            d.path("cmk.json").to_str().unwrap(),
+        ])
+        .ok("tether.import.schema.json");
     assert_eq!(imp["imported"][0]["uuid"], uuid.as_str());
     let st = d.run(&["status", "--json"]).ok("tether.status.schema.json");
     assert_eq!(st["connections"][0]["remote"]["status"], "registered");
 
     // Delete is local and idempotent.
-    let del = a.run(&["delete", "--json", &uuid]).ok("tether.delete.schema.json");
+    let del = a
+        .run(&["delete", "--json", &uuid])
+        .ok("tether.delete.schema.json");
     assert_eq!(del["deleted"][0], uuid.as_str());
-    let del = a.run(&["delete", "--json", &uuid]).ok("tether.delete.schema.json");
+    let del = a
+        .run(&["delete", "--json", &uuid])
+        .ok("tether.delete.schema.json");
     assert_eq!(del["changed"], false);
-    let all = b.run(&["delete-all", "--json"]).ok("tether.delete.schema.json");
+    let all = b
+        .run(&["delete-all", "--json"])
+        .ok("tether.delete.schema.json");
     assert_eq!(all["changed"], true);
     assert!(b.connections().is_empty());
 }
@@ -304,7 +518,20 @@ fn usage_errors_are_json_too() {
     let a = Agent::new();
     let r = a.run(&["register", "--json", "--bogus"]);
     r.err("usage", 2);
-    let r = a.run(&["register", "--json", "-s", "127.0.0.1:1", "-i", "s", "-H", "h", "-U", "u", "--trust-fingerprint", "sha256:zz"]);
+    let r = a.run(&[
+        "register",
+        "--json",
+        "-s",
+        "127.0.0.1:1",
+        "-i",
+        "s",
+        "-H",
+        "h",
+        "-U",
+        "u",
+        "--trust-fingerprint",
+        "sha256:zz",
+    ]);
     r.err("usage", 2);
 }
 
@@ -312,7 +539,8 @@ fn usage_errors_are_json_too() {
 fn status_reports_remote_errors_per_connection() {
     let rcv = receiver_with_hosts("s9");
     let a = Agent::new();
-    a.register(&rcv, "h1", "reg", &[]).ok("tether.register.schema.json");
+    a.register(&rcv, "h1", "reg", &[])
+        .ok("tether.register.schema.json");
     drop(rcv);
     let st = a.run(&["status", "--json"]).ok("tether.status.schema.json");
     assert_eq!(st["connections"][0]["remote"]["status"], "error");

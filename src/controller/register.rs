@@ -238,7 +238,8 @@ pub fn register(store: &Store, opts: RegisterOptions) -> CliResult<Outcome> {
         registered_at: certs::now_unix(),
         fetcher_zstd: resp.tether.map(|x| x.fetcher_zstd).unwrap_or(false),
     };
-    reg.connections.retain(|c| !replaced.contains(&c.uuid));
+    reg.connections
+        .retain(|c| !replaced.contains(&c.uuid) && c.uuid != uuid);
     reg.connections.push(connection.clone());
     store.save(&lock, &reg).map_err(state_err)?;
     let action = if replaced.is_empty() {
@@ -246,7 +247,6 @@ pub fn register(store: &Store, opts: RegisterOptions) -> CliResult<Outcome> {
     } else {
         Action::Replaced
     };
-    replaced.retain(|u| *u != uuid);
     Ok(Outcome {
         action,
         connection,

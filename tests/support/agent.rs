@@ -22,12 +22,20 @@ pub struct Run {
 
 impl Run {
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not one JSON document ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
     }
     /// Asserts success and validates the document against `schema`.
     pub fn ok(&self, schema: &str) -> Value {
-        assert_eq!(self.code, 0, "expected success\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, 0,
+            "expected success\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
         let v = self.json();
         assert_eq!(v["ok"], true);
         validate_json(schema, &v);
@@ -38,7 +46,11 @@ impl Run {
         let v = self.json();
         validate_json("error.schema.json", &v);
         assert_eq!(v["ok"], false);
-        assert_eq!(v["error"]["code"], code, "stdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            v["error"]["code"], code,
+            "stdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
         assert_eq!(self.code, exit, "exit code for {code}");
         v
     }
@@ -56,7 +68,9 @@ impl Default for Agent {
 
 impl Agent {
     pub fn new() -> Agent {
-        Agent { home: tempfile::tempdir().expect("tempdir") }
+        Agent {
+            home: tempfile::tempdir().expect("tempdir"),
+        }
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -78,12 +92,21 @@ impl Agent {
         for (k, v) in env {
             c.env(k, v);
         }
-        c.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        c.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
         let mut child = c.spawn().expect("spawn tether");
         if let Some(input) = stdin {
-            child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .unwrap();
         }
         let out = child.wait_with_output().expect("wait tether");
         Run {
@@ -101,20 +124,35 @@ impl Agent {
     pub fn register(&self, rcv: &TestReceiver, host: &str, user: &str, extra: &[&str]) -> Run {
         let server = rcv.server();
         let mut args = vec![
-            "register", "--json", "-s", &server, "-i", &rcv.site, "-H", host, "-U", user,
-            "--password-stdin", "--trust-fingerprint", &rcv.fingerprint,
+            "register",
+            "--json",
+            "-s",
+            &server,
+            "-i",
+            &rcv.site,
+            "-H",
+            host,
+            "-U",
+            user,
+            "--password-stdin",
+            "--trust-fingerprint",
+            &rcv.fingerprint,
         ];
         args.extend_from_slice(extra);
         self.run_with(&args, Some(&format!("{PASSWORD}\n")), &[])
     }
 
     pub fn registry(&self) -> Value {
-        let text = std::fs::read_to_string(self.path("registry.json")).unwrap_or_else(|_| "{}".into());
+        let text =
+            std::fs::read_to_string(self.path("registry.json")).unwrap_or_else(|_| "{}".into());
         serde_json::from_str(&text).expect("registry is JSON")
     }
 
     pub fn connections(&self) -> Vec<Value> {
-        self.registry()["connections"].as_array().cloned().unwrap_or_default()
+        self.registry()["connections"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 
     pub fn write_config(&self, toml: &str) {

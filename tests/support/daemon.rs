@@ -9,13 +9,18 @@ use std::time::{Duration, Instant};
 use super::agent::Agent;
 
 pub fn fixture() -> PathBuf {
-    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/agent-output-linux.txt");
+    let shared =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/agent-output-linux.txt");
     if shared.is_file() {
         return shared;
     }
     // Without ../shared (a bare checkout), a small stand-in keeps the tests meaningful.
     let p = std::env::temp_dir().join("tether-test-agent-output.txt");
-    std::fs::write(&p, "<<<check_mk>>>\nVersion: 2.3.0\nAgentOS: linux\n<<<uptime>>>\n12345.6\n").unwrap();
+    std::fs::write(
+        &p,
+        "<<<check_mk>>>\nVersion: 2.3.0\nAgentOS: linux\n<<<uptime>>>\n12345.6\n",
+    )
+    .unwrap();
     p
 }
 
@@ -30,17 +35,32 @@ impl Daemon {
         agent.write_config(config);
         let ready = agent.path("daemon.ready");
         let _ = std::fs::remove_file(&ready);
-        let mut cmd = agent.command(&["daemon", "--listen", "127.0.0.1:0", "--ready-file", ready.to_str().unwrap()]);
-        cmd.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::inherit());
+        let mut cmd = agent.command(&[
+            "daemon",
+            "--listen",
+            "127.0.0.1:0",
+            "--ready-file",
+            ready.to_str().unwrap(),
+        ]);
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
         let child = cmd.spawn().expect("spawn daemon");
         let start = Instant::now();
         loop {
             if let Ok(text) = std::fs::read_to_string(&ready) {
                 if let Some(line) = text.lines().next() {
-                    return Daemon { child, addr: line.parse().expect("address in ready file") };
+                    return Daemon {
+                        child,
+                        addr: line.parse().expect("address in ready file"),
+                    };
                 }
             }
-            assert!(start.elapsed() < Duration::from_secs(20), "daemon did not become ready");
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "daemon did not become ready"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -54,7 +74,10 @@ impl Daemon {
     }
 
     pub fn signal(&self, sig: &str) {
-        Command::new("kill").args([&format!("-{sig}"), &self.pid().to_string()]).status().unwrap();
+        Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status()
+            .unwrap();
     }
 
     /// SIGTERM, and the daemon must exit on its own.
@@ -65,7 +88,10 @@ impl Daemon {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status.code().unwrap_or(-1);
             }
-            assert!(start.elapsed() < Duration::from_secs(10), "daemon did not stop on SIGTERM");
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "daemon did not stop on SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -93,13 +119,21 @@ pub fn python_pull(port: u16, sni: &str, cert: &Path, key: &Path, ca: &Path) -> 
     let out = Command::new("python3")
         .arg(script)
         .args(["--port", &port.to_string(), "--sni", sni])
-        .arg("--cert").arg(cert)
-        .arg("--key").arg(key)
-        .arg("--ca").arg(ca)
+        .arg("--cert")
+        .arg(cert)
+        .arg("--key")
+        .arg(key)
+        .arg("--ca")
+        .arg(ca)
         .output()
         .expect("python3");
     let text = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("pull client said {text:?} ({e}); stderr {}", String::from_utf8_lossy(&out.stderr)))
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| {
+        panic!(
+            "pull client said {text:?} ({e}); stderr {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
 }
 
 /// Waits until `f` holds, polling; panics with `what` after `limit`.

@@ -57,6 +57,15 @@ def main() -> int:
         out = zlib.decompress(body)
     elif comp == 0:
         out = body
+    elif comp == 2:
+        try:
+            import zstandard
+        except ImportError:
+            print(json.dumps({"ok": False, "stage": "compression",
+                              "error": "zstd payload but no zstandard module: "
+                                       "pip install -r tests/integrations/requirements.txt"}))
+            return 4
+        out = zstandard.ZstdDecompressor().decompress(body, max_output_size=1 << 26)
     else:
         print(json.dumps({"ok": False, "stage": "compression", "byte": comp}))
         return 4
@@ -65,6 +74,7 @@ def main() -> int:
         "ok": True,
         "version": version.hex(),
         "compression": comp,
+        "wire_bytes": len(body),
         "bytes": len(out),
         "head": out[:40].decode("utf-8", "replace"),
         "peer_cn": subject.get("commonName"),
