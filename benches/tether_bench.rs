@@ -291,22 +291,23 @@ fn start_daemon(home: &Path, extra: &str) -> Daemon {
     )
     .unwrap();
     let ready = home.join("ready");
-    let child = Command::new(TETHER)
-        .args(["daemon", "--listen", "127.0.0.1:0", "--ready-file"])
+    let mut cmd = Command::new(TETHER);
+    cmd.args(["daemon", "--listen", "127.0.0.1:0", "--ready-file"])
         .arg(&ready)
         .env("TETHER_HOME", home)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        .stderr(Stdio::null());
+    // Owned by a Daemon at once, so a timeout below still kills it.
+    let mut d = Daemon {
+        child: cmd.spawn().unwrap(),
+        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+    };
     let start = Instant::now();
     loop {
         if let Ok(s) = std::fs::read_to_string(&ready) {
             if let Some(l) = s.lines().next() {
-                return Daemon {
-                    child,
-                    addr: l.parse().unwrap(),
-                };
+                d.addr = l.parse().unwrap();
+                return d;
             }
         }
         assert!(start.elapsed() < Duration::from_secs(20));

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub pull: PullConfig,
@@ -109,17 +109,6 @@ impl Default for AgentConfig {
             file: None,
             timeout_secs: 60,
             max_output_bytes: 64 << 20,
-        }
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            pull: PullConfig::default(),
-            push: PushConfig::default(),
-            renew: RenewConfig::default(),
-            agent: AgentConfig::default(),
         }
     }
 }

@@ -196,8 +196,11 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
 
 /// Last framed payload per compression: agent output often repeats between pulls
 /// (always for a file source), and compressing 100 KB dominates a pull's CPU.
+/// (compression, raw agent output, framed payload)
+type CachedFrame = (Compression, Arc<Vec<u8>>, Arc<Vec<u8>>);
+
 #[derive(Default)]
-struct FrameCache(Mutex<Vec<(Compression, Arc<Vec<u8>>, Arc<Vec<u8>>)>>);
+struct FrameCache(Mutex<Vec<CachedFrame>>);
 
 impl FrameCache {
     fn framed(&self, c: Compression, raw: Vec<u8>) -> Arc<Vec<u8>> {

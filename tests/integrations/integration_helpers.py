@@ -31,7 +31,7 @@ SITE = "prod"
 REG_USER = "agent_registration"
 # A password that must never show up in any argv or output.
 REG_PASSWORD = "Pw-never-in-argv-9f3c1a"
-HOSTS = ["web01", "web02", "web03", "web05", "tok01", "salt01"]
+HOSTS = ["web01", "web02", "web03", "web05", "web06", "tok01", "salt01"]
 WRONG_FINGERPRINT = "sha256:" + "00" * 32
 
 
@@ -132,6 +132,10 @@ class Receiver(object):
 
     def start(self):
         self.init()
+        return self.serve()
+
+    def serve(self):
+        """Starts `serve` on 127.0.0.1 with an ephemeral port; waits for the ready file."""
         logf = open(str(self.log), "w")
         self.proc = subprocess.Popen(
             [RECEIVER_BIN, "serve", "--dir", str(self.dir), "--listen", "127.0.0.1:0", "--ready-file",

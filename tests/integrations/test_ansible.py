@@ -275,8 +275,9 @@ def test_wrong_fingerprint_fails_clearly(receiver, argv_wrapper, tmp_path):
     assert connections(home) == []
 
 
-def test_register_new_host_and_absent(receiver, argv_wrapper, tmp_path):
-    """state=absent deletes, then reports no change; force replaces a registration under another name."""
+def test_conflict_force_and_absent(receiver, argv_wrapper, tmp_path):
+    """A registration under another host name: conflict without force, replaced with it;
+    state=absent deletes (check mode first), then reports no change."""
     wrapper, argv_log = argv_wrapper
     home = tmp_path / "agent"
     base = {"server": receiver.address, "site": SITE, "user": REG_USER, "password": REG_PASSWORD,
@@ -286,13 +287,17 @@ def test_register_new_host_and_absent(receiver, argv_wrapper, tmp_path):
     rc, out, stats = playbook(tmp_path, args + ["-e", json.dumps(dict(base, host_name="web03"))])
     assert stats["localhost"]["changed"] == 1, out
     # Another host name on the same site without force: conflict, nothing changed.
-    rc, out, stats = playbook(tmp_path, args + ["-e", json.dumps(dict(base, host_name="salt01"))], check=False)
+    rc, out, stats = playbook(tmp_path, args + ["-e", json.dumps(dict(base, host_name="web06"))], check=False)
     assert rc != 0 and "[conflict]" in out, out
     assert [c[1] for c in connections(home)] == ["web03"]
+    # With force: replaced.
+    rc, out, stats = playbook(tmp_path, args + ["-e", json.dumps(dict(base, host_name="web06", force=True))])
+    assert stats["localhost"]["changed"] == 1, out
+    assert [c[1] for c in connections(home)] == ["web06"]
     # Absent, twice.
-    absent = dict(base, host_name="web03", state="absent")
+    absent = dict(base, host_name="web06", state="absent")
     rc, out, stats = playbook(tmp_path, args + ["--check", "-e", json.dumps(absent)])
-    assert stats["localhost"]["changed"] == 1 and [c[1] for c in connections(home)] == ["web03"], out
+    assert stats["localhost"]["changed"] == 1 and [c[1] for c in connections(home)] == ["web06"], out
     rc, out, stats = playbook(tmp_path, args + ["-e", json.dumps(absent)])
     assert stats["localhost"]["changed"] == 1 and connections(home) == [], out
     rc, out, stats = playbook(tmp_path, args + ["-e", json.dumps(absent)])
@@ -401,7 +406,8 @@ def test_receiver_apply_site_play(argv_wrapper, tmp_path):
     require_binaries()
     if not _receiver_has("apply"):
         pytest.skip("tether-receiver has no apply command yet")
-    site = Receiver(tmp_path / "site").init(users=False)
+    site = Receiver(tmp_path / "site")
+    site.init(users=False)
     empty = tmp_path / "empty.json"
     empty.write_text("{}")
     probe = site.cli("apply", "--json", "--dir", site.dir, empty, "--dry-run", check=False)
@@ -417,7 +423,19 @@ def test_receiver_apply_site_play(argv_wrapper, tmp_path):
     rc, out, stats = playbook(tmp_path, ["-i", inv, "-e", extra, "--tags", "site", ENROLL])
     assert stats["site"]["changed"] == 0, out
     assert REG_PASSWORD not in out
-    # The user the play created can register: the site now has it, with registration rights only.
+
+    # The whole example: the user the site play created registers both hosts.
+    try:
+        site.serve()
+        inv, extra = inventory(tmp_path, site, wrapper, ["web01", "web02"])
+        rc, out, stats = playbook(tmp_path, ["-i", inv, "-e", extra, ENROLL])
+        assert stats["site"]["changed"] == 0, out
+        assert stats["web01"]["changed"] == 1 and stats["web02"]["changed"] == 1, out
+        rc, out, stats = playbook(tmp_path, ["-i", inv, "-e", extra, ENROLL])
+        assert sum(s["changed"] for s in stats.values()) == 0, out
+        assert_no_password(out, argv_log)
+    finally:
+        site.stop()
 
 
 def _receiver_has(word):

@@ -46,15 +46,17 @@ impl Daemon {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
-        let child = cmd.spawn().expect("spawn daemon");
+        // Owned by a Daemon at once, so a timeout below still kills it.
+        let mut d = Daemon {
+            child: cmd.spawn().expect("spawn daemon"),
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        };
         let start = Instant::now();
         loop {
             if let Ok(text) = std::fs::read_to_string(&ready) {
                 if let Some(line) = text.lines().next() {
-                    return Daemon {
-                        child,
-                        addr: line.parse().expect("address in ready file"),
-                    };
+                    d.addr = line.parse().expect("address in ready file");
+                    return d;
                 }
             }
             assert!(
