@@ -231,3 +231,62 @@ fn push_arrives_and_broken_sources_are_reported() {
         st["agent_source"]["last_daemon_error"].is_string()
     });
 }
+
+#[test]
+fn agent_socket_protocol() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::net::UnixListener;
+    // A stand-in for the Checkmk agent package's socket: reads one line, answers, closes.
+    let a = Agent::new();
+    let sock = a.path("agent.socket");
+    let listener = UnixListener::bind(&sock).unwrap();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = lines.clone();
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            let mut s = s.unwrap();
+            let mut line = String::new();
+            BufReader::new(&s).read_line(&mut line).unwrap();
+            seen.lock().unwrap().push(line);
+            s.write_all(b"<<<check_mk>>>\nVersion: socket\n").unwrap();
+        }
+    });
+    a.write_config(&format!(
+        "[agent]\nsocket = {:?}\n",
+        sock.display().to_string()
+    ));
+    let v = a.run(&["dump", "--json"]).ok("tether.dump.schema.json");
+    assert_eq!(v["output"], "<<<check_mk>>>\nVersion: socket\n");
+    assert_eq!(
+        lines.lock().unwrap().as_slice(),
+        ["\n"],
+        "dump sends an empty line"
+    );
+    let st = a.run(&["status", "--json"]).ok("tether.status.schema.json");
+    assert_eq!(st["agent_source"]["kind"], "socket");
+    assert_eq!(st["agent_source"]["ok"], true);
+
+    // A pull sends the peer address first (legacy plaintext keeps this test TLS-free).
+    let d = Daemon::start(
+        &a,
+        &format!(
+            "[agent]\nsocket = {:?}\n[pull]\nlegacy_plaintext = true\n",
+            sock.display().to_string()
+        ),
+        &[],
+    );
+    assert_eq!(
+        raw_read(d.addr, Duration::from_secs(5)),
+        b"<<<check_mk>>>\nVersion: socket\n"
+    );
+    assert_eq!(lines.lock().unwrap().last().unwrap(), "127.0.0.1\n");
+
+    // A missing socket is reported clearly.
+    std::fs::remove_file(&sock).unwrap();
+    let st = a.run(&["status", "--json"]).ok("tether.status.schema.json");
+    assert_eq!(st["agent_source"]["ok"], false);
+    assert!(st["agent_source"]["error"]
+        .as_str()
+        .unwrap()
+        .contains("does not exist"));
+}
