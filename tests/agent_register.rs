@@ -513,6 +513,17 @@ fn delete_renew_proxy_and_import() {
     assert!(b.connections().is_empty());
 }
 
+fn wait_for(mut f: impl FnMut() -> bool, what: &str) {
+    let start = std::time::Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn usage_errors_are_json_too() {
     let a = Agent::new();

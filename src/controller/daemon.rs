@@ -340,6 +340,16 @@ async fn push_loop(store: Store, shared: Arc<Shared>, mut stop: watch::Receiver<
 }
 
 async fn renew_loop(store: Store, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    // Spare RSA keys for the key types in use: renewals then need no key generation.
+    if let Ok(reg) = store.load() {
+        let mut kinds: Vec<_> = reg.connections.iter().map(|c| c.key_type).collect();
+        kinds.dedup();
+        for kind in kinds {
+            let home = store.home.clone();
+            let _ =
+                tokio::task::spawn_blocking(move || super::keys::refill_spare(&home, kind)).await;
+        }
+    }
     loop {
         let cfg = shared.config.read().map(|c| c.clone()).unwrap_or_default();
         let mut failed = false;

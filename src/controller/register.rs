@@ -208,7 +208,8 @@ pub fn register(store: &Store, opts: RegisterOptions) -> CliResult<Outcome> {
     let trust = resolve_trust(&opts.trust, t, &reg)?;
     let trust_label = trust.label().to_string();
     let uuid = reuse_uuid.unwrap_or_else(|| Uuid::new_v4().to_string());
-    let new = keys::new_key_and_csr(&uuid, opts.key_type).map_err(CliError::internal)?;
+    let new = keys::new_key_and_csr_from(&store.home, &uuid, opts.key_type)
+        .map_err(CliError::internal)?;
     let client = Client::new(t.clone(), trust, None)?;
     let auth = opts.creds.auth()?;
     let path = match auth {
@@ -242,6 +243,7 @@ pub fn register(store: &Store, opts: RegisterOptions) -> CliResult<Outcome> {
         .retain(|c| !replaced.contains(&c.uuid) && c.uuid != uuid);
     reg.connections.push(connection.clone());
     store.save(&lock, &reg).map_err(state_err)?;
+    keys::refill_in_background(&store.home, opts.key_type);
     let action = if replaced.is_empty() {
         Action::Registered
     } else {
@@ -338,8 +340,8 @@ pub fn register_new(store: &Store, opts: RegisterNewOptions) -> CliResult<NewOut
                 let trust = resolve_trust(&opts.trust, &t, &reg)?;
                 let trust_label = trust.label().to_string();
                 let uuid = Uuid::new_v4().to_string();
-                let new =
-                    keys::new_key_and_csr(&uuid, opts.key_type).map_err(CliError::internal)?;
+                let new = keys::new_key_and_csr_from(&store.home, &uuid, opts.key_type)
+                    .map_err(CliError::internal)?;
                 let client = Client::new(t.clone(), trust, None)?;
                 let body = RegisterNewRequest {
                     uuid: uuid.clone(),

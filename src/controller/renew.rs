@@ -35,7 +35,8 @@ pub fn renew(store: &Store, uuid: &str) -> CliResult<Connection> {
             "connection {uuid} was imported without a receiver address and cannot be renewed here"
         )));
     }
-    let new = keys::new_key_and_csr(uuid, current.key_type).map_err(CliError::internal)?;
+    let new = keys::new_key_and_csr_from(&store.home, uuid, current.key_type)
+        .map_err(CliError::internal)?;
     let resp = remote::renew_certificate(&current, new.csr_pem)?;
     let der = certs::cert_from_pem(&resp.agent_cert).map_err(|e| {
         CliError::new(
@@ -62,5 +63,6 @@ pub fn renew(store: &Store, uuid: &str) -> CliResult<Connection> {
     updated.private_key = new.key_pem;
     reg.connections[idx] = updated.clone();
     store.save(&lock, &reg).map_err(state_err)?;
+    keys::refill_in_background(&store.home, updated.key_type);
     Ok(updated)
 }

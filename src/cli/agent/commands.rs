@@ -73,6 +73,15 @@ pub fn run(cli: Cli) -> i32 {
         Command::Push(a) => finish(json, cmd_push(&store, &a)),
         Command::Daemon(a) => daemon_exit(json, daemon::Role::All, &store, a),
         Command::Pull(a) => daemon_exit(json, daemon::Role::PullOnly, &store, a),
+        Command::Keys {
+            action: super::KeysAction::Refill { key_type },
+        } => match crate::controller::keys::refill_spare(&store.home, key_type) {
+            Ok(_) => 0,
+            Err(e) => {
+                report_error(json, &CliError::local_state(format!("spare key: {e}")));
+                ErrorCode::LocalState.exit_code()
+            }
+        },
         Command::Schemas { dir } => match crate::cli::schemas::write_all(&dir) {
             Ok(files) => {
                 eprintln!("wrote {} schemas to {}", files.len(), dir.display());

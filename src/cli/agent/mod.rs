@@ -57,11 +57,25 @@ pub enum Command {
     Pull(DaemonArgs),
     /// Push agent output once for every push connection.
     Push(DaemonArgs),
+    /// Pre-generate a spare RSA key so the next registration or renewal is fast.
+    #[command(hide = true)]
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
     /// Write the JSON Schemas of both CLIs' outputs into DIR.
     #[command(hide = true)]
     Schemas {
         #[arg(long, default_value = "schemas")]
         dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysAction {
+    Refill {
+        #[arg(long, value_parser = parse_key_type, default_value = "rsa4096")]
+        key_type: KeyType,
     },
 }
 
