@@ -402,9 +402,22 @@ fn delete_renew_proxy_and_import() {
     let uuid = v["connection"]["uuid"].as_str().unwrap().to_string();
     let serial = v["connection"]["certificate"]["serial"].clone();
 
+    // A spare RSA key is generated in the background for the next renewal or registration.
+    let spare = a.path("keys/spare-rsa2048.pem");
+    wait_for(|| spare.exists(), "spare RSA key");
+    let spare_pem = std::fs::read_to_string(&spare).unwrap();
     let r = a
         .run(&["renew-certificate", "--json"])
         .ok("tether.renew-certificate.schema.json");
+    let renewed_key = a.connections()[0]["private_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(renewed_key, spare_pem, "renewal used the spare key");
+    wait_for(
+        || std::fs::read_to_string(&spare).is_ok_and(|p| p != spare_pem),
+        "a fresh spare key",
+    );
     assert_eq!(r["renewed"][0]["uuid"], uuid.as_str());
     assert_ne!(r["renewed"][0]["certificate"]["serial"], serial);
     let st = a.run(&["status", "--json"]).ok("tether.status.schema.json");
