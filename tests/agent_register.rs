@@ -54,7 +54,8 @@ fn register_is_idempotent_and_state_is_private() {
     // Unregistered on the site: register again (same identity), changed.
     rcv.admin_json(&["unregister", "h1"]);
     let st = a.run(&["status", "--json"]).ok("tether.status.schema.json");
-    assert_ne!(st["connections"][0]["remote"]["status"], "registered");
+    assert_eq!(st["connections"][0]["remote"]["status"], "rejected");
+    assert_eq!(st["connections"][0]["remote"]["error"]["http_status"], 400);
     let again = a
         .register(&rcv, "h1", "reg", &[])
         .ok("tether.register.schema.json");

@@ -305,7 +305,14 @@ fn cmd_status(store: &Store, a: super::StatusArgs) -> CliResult<StatusOutput> {
                 error: None,
             },
             Err(e) => RemoteView {
-                status: "error".into(),
+                // The receiver answered but refused our certificate (revoked, unknown):
+                // register again. Anything else (network, trust) is an error.
+                status: if matches!(e.0.http_status, Some(400..=404)) {
+                    "rejected"
+                } else {
+                    "error"
+                }
+                .into(),
                 hostname: None,
                 connection_mode: None,
                 error: Some(remote_error(&e)),

@@ -199,7 +199,9 @@ pub struct RemoteError {
 
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct RemoteView {
-    /// registered, not_registered, error or not_queried.
+    /// registered, not_registered, rejected (the receiver refused this connection's
+    /// certificate, e.g. revoked: register again), error (unreachable, untrusted) or
+    /// not_queried.
     pub status: String,
     pub hostname: Option<String>,
     pub connection_mode: Option<ConnectionMode>,
