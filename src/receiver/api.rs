@@ -36,6 +36,10 @@ pub struct Limits {
     pub max_output: usize,
     /// Whole-request deadline, including reading the body (slow clients).
     pub request_timeout: Duration,
+    /// Deadline for the TLS handshake.
+    pub handshake_timeout: Duration,
+    /// Deadline for receiving a request's headers.
+    pub header_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -45,6 +49,8 @@ impl Default for Limits {
             max_push: 16 * 1024 * 1024,
             max_output: 64 * 1024 * 1024,
             request_timeout: Duration::from_secs(30),
+            handshake_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(10),
         }
     }
 }

@@ -7,7 +7,7 @@ use std::io::BufRead;
 use std::path::Path;
 use std::sync::Arc;
 
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 use schemars::schema_for;
 
 use self::args::*;
@@ -321,6 +321,8 @@ fn serve(dir: &Path, a: ServeArgs) -> CliResult<ServeOut> {
                 max_push: a.max_push_bytes,
                 max_output: a.max_output_bytes,
                 request_timeout: a.request_timeout,
+                handshake_timeout: a.handshake_timeout,
+                header_timeout: a.header_timeout,
             },
             cert_lifetime: lifetime,
             port: addr.port(),
@@ -741,7 +743,7 @@ fn approve(
                 [uuid],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
-            .ok();
+            .optional()?;
         let Some((csr, labels, status)) = row else {
             return Err(CliError::new(
                 ErrorCode::NotFound,
