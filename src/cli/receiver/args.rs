@@ -278,7 +278,7 @@ pub enum TokenCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum PendingCmd {
-    /// New-host registrations (all states unless --all is omitted: then only pending).
+    /// New-host registrations awaiting a decision (--all: decided ones too).
     List {
         #[arg(long)]
         all: bool,
