@@ -64,6 +64,9 @@ pub struct AppState {
     pub limits: Limits,
     pub cert_lifetime: i64,
     pub port: u16,
+    /// Bounds concurrent argon2 verifications: each takes ~19 MiB and tens of ms, so an
+    /// unbounded number (many source addresses guessing at once) would exhaust memory.
+    pub argon2_slots: tokio::sync::Semaphore,
 }
 
 /// What the TLS layer knows about the connection a request came in on.
@@ -113,6 +116,12 @@ impl From<rusqlite::Error> for ApiError {
 
 impl From<store::DbError> for ApiError {
     fn from(e: store::DbError) -> Self {
+        if e.overloaded() {
+            return ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The receiver is overloaded; retry shortly",
+            );
+        }
         ApiError::internal(e)
     }
 }
@@ -297,6 +306,11 @@ async fn authenticate(
     match found {
         Some(p) if st.cache.hit(&user, &password, &p.user.pw_hash) => Ok(p),
         Some(p) => {
+            let _slot = st
+                .argon2_slots
+                .acquire()
+                .await
+                .map_err(ApiError::internal)?;
             let hash = p.user.pw_hash.clone();
             let pw = password.clone();
             let ok = tokio::task::spawn_blocking(move || auth::verify_password(&pw, &hash))
@@ -310,6 +324,11 @@ async fn authenticate(
             }
         }
         None => {
+            let _slot = st
+                .argon2_slots
+                .acquire()
+                .await
+                .map_err(ApiError::internal)?;
             let _ = tokio::task::spawn_blocking(move || auth::dummy_verify(&password)).await;
             Err(denied())
         }

@@ -326,6 +326,9 @@ fn serve(dir: &Path, a: ServeArgs) -> CliResult<ServeOut> {
             },
             cert_lifetime: lifetime,
             port: addr.port(),
+            argon2_slots: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()) * 2,
+            ),
         });
         if let Some(f) = &a.ready_file {
             ca::write_atomic(f, addr.to_string().as_bytes(), 0o644)
