@@ -857,7 +857,16 @@ async fn register_new_inner(
                             ),
                         ));
                     }
-                    if store::get_host(c, &host)?.is_some() {
+                    if store::get_folder(c, &folder)?.is_none() {
+                        (
+                            "declined",
+                            Some(host.clone()),
+                            None,
+                            Some(format!("The target folder {folder} of rule {} does not exist.", rule.clone().unwrap_or_default())),
+                            None,
+                            None,
+                        )
+                    } else if store::get_host(c, &host)?.is_some() {
                         // Never overwrite an existing host through auto-registration.
                         ("declined", Some(host.clone()), Some(folder), Some(format!(
                             "Host {host} already exists; an existing host is never overwritten by a new registration."
