@@ -318,3 +318,92 @@ fn permission_paths_for_existing_hosts() {
         assert_eq!(st, want, "{user} on {host}: {body}");
     }
 }
+
+/// Checkmk's own controller sends RSA CSRs (2048 or 4096 bits): those must work too.
+#[test]
+fn rsa_csr_like_cmk_agent_ctl() {
+    use rsa::pkcs8::EncodePrivateKey;
+    let r = TestReceiver::start("rsasite");
+    r.add_user("auto", "agent_registration", "pw");
+    r.add_host("rsa1", &[]);
+    let uuid = new_uuid();
+    let mut rng = rand::thread_rng();
+    let key = rsa::RsaPrivateKey::new(&mut rng, 2048).unwrap();
+    let pem = key.to_pkcs8_pem(rsa::pkcs8::LineEnding::LF).unwrap();
+    let kp = rcgen::KeyPair::from_pkcs8_pem_and_sign_algo(&pem, &rcgen::PKCS_RSA_SHA256).unwrap();
+    let mut p = rcgen::CertificateParams::default();
+    let mut dn = rcgen::DistinguishedName::new();
+    dn.push(rcgen::DnType::CommonName, uuid.clone());
+    p.distinguished_name = dn;
+    let csr = p.serialize_request(&kp).unwrap().pem().unwrap();
+    let (st, body) = r.post(
+        &r.agent(None),
+        "register_existing",
+        Some(("auto", "pw")),
+        &json!({"uuid": uuid, "csr": csr, "host_name": "rsa1"}),
+    );
+    assert_eq!(st, 200, "{body}");
+    let cert = body["agent_cert"].as_str().unwrap();
+    let a = r.agent(Some((cert, pem.as_str())));
+    let (st, body) = response(
+        a.get(&r.url(&format!("registration_status_v2/{uuid}")))
+            .call(),
+    );
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(body["status"], "Registered");
+}
+
+/// Slow clients are cut off: a silent TCP peer by the handshake timeout, a trickling body by
+/// the request deadline (408).
+#[test]
+fn slow_clients_time_out() {
+    use std::io::{Read, Write};
+    use std::sync::Arc;
+    let r = TestReceiver::start_with(
+        "slow",
+        &[
+            "--handshake-timeout",
+            "1s",
+            "--header-timeout",
+            "1s",
+            "--request-timeout",
+            "1s",
+        ],
+    );
+    r.add_user("auto", "agent_registration", "pw");
+    let t = std::time::Instant::now();
+    let mut s = std::net::TcpStream::connect(r.addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    assert_eq!(s.read(&mut buf).unwrap_or(0), 0);
+    assert!(t.elapsed() < std::time::Duration::from_secs(5));
+
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut r.site_ca_pem().as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let conn =
+        rustls::ClientConnection::new(Arc::new(cfg), "localhost".try_into().unwrap()).unwrap();
+    let tcp = std::net::TcpStream::connect(r.addr).unwrap();
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    let head = format!(
+        "POST /slow/agent-receiver/register_existing HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"uuid\":",
+        basic("auto", "pw")
+    );
+    tls.write_all(head.as_bytes()).unwrap();
+    tls.flush().unwrap();
+    let mut resp = Vec::new();
+    let _ = tls.read_to_end(&mut resp);
+    let text = String::from_utf8_lossy(&resp);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+}

@@ -381,6 +381,12 @@ fn concurrent_registrations_lose_nothing() {
     }
     let uuids: Vec<String> = (0..50).map(|_| new_uuid()).collect();
     std::thread::scope(|s| {
+        // Admin commands change the database while serve registers: both must succeed.
+        s.spawn(|| {
+            for i in 0..10 {
+                r.add_host(&format!("extra{i}"), &[]);
+            }
+        });
         for (i, u) in uuids.iter().enumerate() {
             let r = &r;
             s.spawn(move || {

@@ -36,6 +36,10 @@ pub struct Limits {
     pub max_output: usize,
     /// Whole-request deadline, including reading the body (slow clients).
     pub request_timeout: Duration,
+    /// Deadline for the TLS handshake.
+    pub handshake_timeout: Duration,
+    /// Deadline for receiving a request's headers.
+    pub header_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -45,6 +49,8 @@ impl Default for Limits {
             max_push: 16 * 1024 * 1024,
             max_output: 64 * 1024 * 1024,
             request_timeout: Duration::from_secs(30),
+            handshake_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -58,6 +64,9 @@ pub struct AppState {
     pub limits: Limits,
     pub cert_lifetime: i64,
     pub port: u16,
+    /// Bounds concurrent argon2 verifications: each takes ~19 MiB and tens of ms, so an
+    /// unbounded number (many source addresses guessing at once) would exhaust memory.
+    pub argon2_slots: tokio::sync::Semaphore,
 }
 
 /// What the TLS layer knows about the connection a request came in on.
@@ -107,6 +116,12 @@ impl From<rusqlite::Error> for ApiError {
 
 impl From<store::DbError> for ApiError {
     fn from(e: store::DbError) -> Self {
+        if e.overloaded() {
+            return ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The receiver is overloaded; retry shortly",
+            );
+        }
         ApiError::internal(e)
     }
 }
@@ -291,6 +306,11 @@ async fn authenticate(
     match found {
         Some(p) if st.cache.hit(&user, &password, &p.user.pw_hash) => Ok(p),
         Some(p) => {
+            let _slot = st
+                .argon2_slots
+                .acquire()
+                .await
+                .map_err(ApiError::internal)?;
             let hash = p.user.pw_hash.clone();
             let pw = password.clone();
             let ok = tokio::task::spawn_blocking(move || auth::verify_password(&pw, &hash))
@@ -304,6 +324,11 @@ async fn authenticate(
             }
         }
         None => {
+            let _slot = st
+                .argon2_slots
+                .acquire()
+                .await
+                .map_err(ApiError::internal)?;
             let _ = tokio::task::spawn_blocking(move || auth::dummy_verify(&password)).await;
             Err(denied())
         }
@@ -832,7 +857,16 @@ async fn register_new_inner(
                             ),
                         ));
                     }
-                    if store::get_host(c, &host)?.is_some() {
+                    if store::get_folder(c, &folder)?.is_none() {
+                        (
+                            "declined",
+                            Some(host.clone()),
+                            None,
+                            Some(format!("The target folder {folder} of rule {} does not exist.", rule.clone().unwrap_or_default())),
+                            None,
+                            None,
+                        )
+                    } else if store::get_host(c, &host)?.is_some() {
                         // Never overwrite an existing host through auto-registration.
                         ("declined", Some(host.clone()), Some(folder), Some(format!(
                             "Host {host} already exists; an existing host is never overwritten by a new registration."

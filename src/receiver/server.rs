@@ -18,8 +18,6 @@ use tower::ServiceExt;
 use super::api::{self, AppState, ConnInfo};
 use crate::wire::tls::provider;
 
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub fn tls_config(st: &AppState) -> Result<ServerConfig, String> {
@@ -74,9 +72,10 @@ pub async fn serve(
         let router = router.clone();
         let mut stop = stop_rx.clone();
         let alive = alive_tx.clone();
+        let limits = st.limits.clone();
         tokio::spawn(async move {
             let _alive = alive;
-            handle(tcp, peer, acceptor, router, &mut stop).await;
+            handle(tcp, peer, acceptor, router, &limits, &mut stop).await;
         });
     }
     let _ = stop_tx.send(true);
@@ -90,9 +89,10 @@ async fn handle(
     peer: SocketAddr,
     acceptor: TlsAcceptor,
     router: axum::Router,
+    limits: &api::Limits,
     stop: &mut tokio::sync::watch::Receiver<bool>,
 ) {
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+    let tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             tracing::info!("TLS handshake with {peer} failed: {e}");
@@ -116,7 +116,7 @@ async fn handle(
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT)
+        .header_read_timeout(limits.header_timeout)
         .keep_alive(true)
         .serve_connection(TokioIo::new(tls), svc);
     tokio::pin!(conn);

@@ -558,6 +558,14 @@ pub struct Db {
 #[error("database error: {0}")]
 pub struct DbError(pub String);
 
+pub const OVERLOADED: &str = "write queue full";
+
+impl DbError {
+    pub fn overloaded(&self) -> bool {
+        self.0 == OVERLOADED
+    }
+}
+
 impl From<rusqlite::Error> for DbError {
     fn from(e: rusqlite::Error) -> Self {
         DbError(e.to_string())
@@ -616,9 +624,11 @@ impl Db {
                 let _ = otx.send(commit.map(|_| result));
             }) as Finisher
         });
-        self.tx
-            .send(job)
-            .map_err(|_| DbError("writer thread stopped".into()))?;
+        // Never block the async worker: a full queue means overload, reported as such.
+        self.tx.try_send(job).map_err(|e| match e {
+            mpsc::TrySendError::Full(_) => DbError(OVERLOADED.into()),
+            mpsc::TrySendError::Disconnected(_) => DbError("writer thread stopped".into()),
+        })?;
         match orx.await {
             Ok(Ok(r)) => Ok(r),
             Ok(Err(e)) => Err(DbError(e)),

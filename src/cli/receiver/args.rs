@@ -103,6 +103,12 @@ pub struct ServeArgs {
     /// Deadline for a whole request, body included.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub request_timeout: std::time::Duration,
+    /// Deadline for a client's TLS handshake.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub handshake_timeout: std::time::Duration,
+    /// Deadline for receiving a request's headers (also bounds idle keep-alive waits).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_timeout: std::time::Duration,
     /// Failed authentications allowed per source address in a burst.
     #[arg(long, default_value_t = 10)]
     pub auth_fail_burst: u32,
@@ -272,7 +278,7 @@ pub enum TokenCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum PendingCmd {
-    /// New-host registrations (all states unless --all is omitted: then only pending).
+    /// New-host registrations awaiting a decision (--all: decided ones too).
     List {
         #[arg(long)]
         all: bool,

@@ -7,7 +7,7 @@ use std::io::BufRead;
 use std::path::Path;
 use std::sync::Arc;
 
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 use schemars::schema_for;
 
 use self::args::*;
@@ -321,9 +321,14 @@ fn serve(dir: &Path, a: ServeArgs) -> CliResult<ServeOut> {
                 max_push: a.max_push_bytes,
                 max_output: a.max_output_bytes,
                 request_timeout: a.request_timeout,
+                handshake_timeout: a.handshake_timeout,
+                header_timeout: a.header_timeout,
             },
             cert_lifetime: lifetime,
             port: addr.port(),
+            argon2_slots: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()) * 2,
+            ),
         });
         if let Some(f) = &a.ready_file {
             ca::write_atomic(f, addr.to_string().as_bytes(), 0o644)
@@ -741,7 +746,7 @@ fn approve(
                 [uuid],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
-            .ok();
+            .optional()?;
         let Some((csr, labels, status)) = row else {
             return Err(CliError::new(
                 ErrorCode::NotFound,

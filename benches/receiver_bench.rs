@@ -1,0 +1,175 @@
+//! register_existing throughput and latency: the real release binary on loopback, durable
+//! commits (WAL, synchronous=FULL), 16 concurrent HTTPS clients with keep-alive.
+//! Run: `cargo bench --bench receiver_bench` (env BENCH_CLIENTS, BENCH_PER_CLIENT).
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_tether-receiver")
+}
+
+fn env_usize(k: &str, d: usize) -> usize {
+    std::env::var(k)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(d)
+}
+
+fn admin(dir: &std::path::Path, args: &[&str], stdin: Option<&str>) {
+    let mut c = Command::new(bin())
+        .args(args)
+        .arg("--dir")
+        .arg(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn");
+    if let (Some(s), Some(mut i)) = (stdin, c.stdin.take()) {
+        i.write_all(s.as_bytes()).expect("stdin");
+    }
+    assert!(c.wait().expect("wait").success(), "{args:?}");
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` passes nothing: keep that quick.
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let clients = env_usize("BENCH_CLIENTS", 16);
+    let per = env_usize("BENCH_PER_CLIENT", if quick { 5 } else { 400 });
+    let total = clients * per;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    admin(d, &["init", "--site", "bench"], None);
+    admin(
+        d,
+        &[
+            "user",
+            "add",
+            "auto",
+            "--role",
+            "agent_registration",
+            "--password-stdin",
+        ],
+        Some("bench-pw\n"),
+    );
+    let mut yaml = String::from("hosts:\n");
+    for i in 0..total {
+        yaml.push_str(&format!("  - name: h{i}\n"));
+    }
+    std::fs::write(d.join("hosts.yml"), yaml).expect("write");
+    let hosts = d.join("hosts.yml");
+    admin(d, &["apply", hosts.to_str().expect("path")], None);
+
+    let ready = d.join("ready");
+    let mut server = Command::new(bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--ready-file"])
+        .arg(&ready)
+        .arg("--dir")
+        .arg(d)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("serve");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let addr = loop {
+        if let Ok(s) = std::fs::read_to_string(&ready) {
+            if !s.is_empty() {
+                break s.trim().to_string();
+            }
+        }
+        assert!(Instant::now() < deadline, "server not ready");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+
+    // Prepare every request up front: key generation is the agent's cost, not the receiver's.
+    let bodies: Vec<Vec<serde_json::Value>> = (0..clients)
+        .map(|c| {
+            (0..per)
+                .map(|k| {
+                    let uuid = uuid::Uuid::new_v4().hyphenated().to_string();
+                    let key = rcgen::KeyPair::generate().expect("key");
+                    let mut p = rcgen::CertificateParams::default();
+                    let mut dn = rcgen::DistinguishedName::new();
+                    dn.push(rcgen::DnType::CommonName, uuid.clone());
+                    p.distinguished_name = dn;
+                    let csr = p.serialize_request(&key).expect("csr").pem().expect("pem");
+                    serde_json::json!({"uuid": uuid, "csr": csr, "host_name": format!("h{}", c * per + k)})
+                })
+                .collect()
+        })
+        .collect();
+    let ca = std::fs::read_to_string(d.join("ca/site-ca.pem")).expect("ca");
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut ca.as_bytes()) {
+        roots.add(c.expect("cert")).expect("root");
+    }
+    let tls = Arc::new(
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("tls")
+        .with_root_certificates(roots)
+        .with_no_client_auth(),
+    );
+    let url = format!("https://{addr}/bench/agent-receiver/register_existing");
+    let auth = {
+        use base64::Engine;
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("auto:bench-pw")
+        )
+    };
+    // Warm up: one TLS connection per client and the credential cache.
+    let agents: Vec<ureq::Agent> = (0..clients)
+        .map(|_| ureq::AgentBuilder::new().tls_config(tls.clone()).build())
+        .collect();
+    for a in &agents {
+        let _ = a
+            .get(&format!("https://{addr}/bench/check_mk/api/1.0/domain-types/internal/actions/discover-receiver/invoke"))
+            .call();
+    }
+    let start = Instant::now();
+    let mut lat: Vec<Duration> = std::thread::scope(|s| {
+        let hs: Vec<_> = agents
+            .iter()
+            .zip(bodies.iter())
+            .map(|(a, bs)| {
+                let url = &url;
+                let auth = &auth;
+                s.spawn(move || {
+                    let mut v = Vec::with_capacity(bs.len());
+                    for b in bs {
+                        let t = Instant::now();
+                        let r = a.post(url).set("Authorization", auth).send_json(b.clone());
+                        match r {
+                            Ok(resp) if resp.status() == 200 => {}
+                            Ok(resp) => panic!("status {}", resp.status()),
+                            Err(e) => panic!("{e}"),
+                        }
+                        v.push(t.elapsed());
+                    }
+                    v
+                })
+            })
+            .collect();
+        hs.into_iter()
+            .flat_map(|h| h.join().expect("client"))
+            .collect()
+    });
+    let elapsed = start.elapsed();
+    lat.sort();
+    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+    let _ = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status();
+    let _ = server.wait();
+    println!(
+        "receiver register_existing: {total} registrations, {clients} clients, {:.2} s: {:.0} registrations/s, p50 {:.2} ms, p99 {:.2} ms (durable: WAL + synchronous=FULL)",
+        elapsed.as_secs_f64(),
+        total as f64 / elapsed.as_secs_f64(),
+        pct(0.50).as_secs_f64() * 1e3,
+        pct(0.99).as_secs_f64() * 1e3,
+    );
+}
