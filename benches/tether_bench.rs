@@ -218,7 +218,28 @@ fn register_bench() {
             // Unregister so the next run with this host name is not refused by the identity lock.
             rcv_cmd(rcv.dir.path(), &["unregister", &format!("h{i}")]);
         }
-        summary(&format!("register --key-type {key}"), ms);
+        summary(
+            &format!("register --key-type {key} (key generated inline)"),
+            ms,
+        );
+    }
+    // As on a host where the package ran `tether keys refill` at install, or the daemon
+    // keeps a spare key: the RSA key already exists when `register` starts.
+    for key in ["rsa2048", "rsa4096"] {
+        let mut ms = Vec::new();
+        for i in 0..8 {
+            let home = tempfile::tempdir().unwrap();
+            let refill = Command::new(TETHER)
+                .args(["keys", "refill", "--key-type", key])
+                .env("TETHER_HOME", home.path())
+                .status()
+                .unwrap();
+            assert!(refill.success());
+            let (el, _) = register(&rcv, home.path(), &format!("h{}", 50 + i), key);
+            ms.push(el.as_secs_f64() * 1000.0);
+            rcv_cmd(rcv.dir.path(), &["unregister", &format!("h{}", 50 + i)]);
+        }
+        summary(&format!("register --key-type {key} (spare key ready)"), ms);
     }
     let home = tempfile::tempdir().unwrap();
     register(&rcv, home.path(), "h40", "ec");
@@ -335,7 +356,9 @@ fn rss_kb(pid: u32, key: &str) -> u64 {
 
 /// A site-side client: the receiver's server certificate as client certificate, the
 /// agent certificate verified against the agent-signing CA with name = UUID.
-fn site_client(rcv_dir: &Path) -> Arc<rustls::ClientConfig> {
+/// `resume`: reuse TLS sessions. Checkmk's fetcher does a full handshake per pull, so the
+/// headline figures are without resumption.
+fn site_client(rcv_dir: &Path, resume: bool) -> Arc<rustls::ClientConfig> {
     let read = |n: &str| std::fs::read_to_string(rcv_dir.join("ca").join(n)).unwrap();
     let mut roots = rustls::RootCertStore::empty();
     roots
@@ -343,14 +366,16 @@ fn site_client(rcv_dir: &Path) -> Arc<rustls::ClientConfig> {
         .unwrap();
     let chain = certs::certs_from_pem(&read("server.pem")).unwrap();
     let key = certs::key_from_pem(&read("server.key")).unwrap();
-    Arc::new(
-        rustls::ClientConfig::builder_with_provider(tether::wire::tls::provider())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_client_auth_cert(chain, key)
-            .unwrap(),
-    )
+    let mut cfg = rustls::ClientConfig::builder_with_provider(tether::wire::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .unwrap();
+    if !resume {
+        cfg.resumption = rustls::client::Resumption::disabled();
+    }
+    Arc::new(cfg)
 }
 
 fn pull_once(addr: SocketAddr, cfg: &Arc<rustls::ClientConfig>, uuid: &str) -> usize {
@@ -372,19 +397,18 @@ fn pull_bench() {
         "== pulls from one daemon (release, loopback, 100 KB fixture, client on the same 2 cores)"
     );
     let rcv = start_receiver("bench", 4);
-    let cfg = site_client(rcv.dir.path());
-    for (key, label, zstd) in [
+    let full = site_client(rcv.dir.path(), false);
+    let resumed = site_client(rcv.dir.path(), true);
+    for (i, (key, label, zstd)) in [
         ("ec", "EC P-256", true),
         ("ec", "EC P-256", false),
         ("rsa4096", "RSA-4096", false),
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let home = tempfile::tempdir().unwrap();
-        let (_, v) = register(
-            &rcv,
-            home.path(),
-            if key == "ec" { "h0" } else { "h1" },
-            key,
-        );
+        let (_, v) = register(&rcv, home.path(), &format!("h{i}"), key);
         let uuid = v["connection"]["uuid"].as_str().unwrap().to_string();
         if !zstd {
             // Pretend the site were Checkmk: zlib only.
@@ -399,7 +423,12 @@ fn pull_bench() {
         std::thread::sleep(Duration::from_millis(300));
         let idle = rss_kb(pid, "VmRSS:");
         let comp = if zstd { "zstd" } else { "zlib" };
-        for threads in [1usize, 4] {
+        for (threads, resume) in [(1usize, false), (4, false), (4, true)] {
+            let cfg = if resume {
+                resumed.clone()
+            } else {
+                full.clone()
+            };
             pull_once(d.addr, &cfg, &uuid);
             let count = Arc::new(AtomicU64::new(0));
             let stop = Arc::new(AtomicBool::new(false));
@@ -431,7 +460,8 @@ fn pull_bench() {
             let n = count.load(Ordering::Relaxed) as f64;
             let cpu = cpu_secs(pid) - cpu0;
             println!(
-                "{label:<9} {comp}  {threads} client thread(s): {:>7.0} pulls/s  daemon CPU {:.3} ms/pull",
+                "{label:<9} {comp}  {threads} client thread(s){}: {:>7.0} pulls/s  daemon CPU {:.3} ms/pull",
+                if resume { ", TLS resumption" } else { "" },
                 n / secs,
                 cpu * 1000.0 / n
             );
