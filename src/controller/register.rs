@@ -206,39 +206,10 @@ pub fn register(store: &Store, opts: RegisterOptions) -> CliResult<Outcome> {
         }
     }
     let trust = resolve_trust(&opts.trust, t, &reg)?;
-    let trust_label = trust.label().to_string();
     let uuid = reuse_uuid.unwrap_or_else(|| Uuid::new_v4().to_string());
     let new = keys::new_key_and_csr_from(&store.home, &uuid, opts.key_type)
         .map_err(CliError::internal)?;
-    let client = Client::new(t.clone(), trust, None)?;
-    let auth = opts.creds.auth()?;
-    let path = match auth {
-        Auth::Token(_) => paths::register_existing_token(&t.site),
-        _ => paths::register_existing(&t.site),
-    };
-    let body = RegisterExistingRequest {
-        uuid: uuid.clone(),
-        csr: new.csr_pem.clone(),
-        host_name: opts.host_name.clone(),
-    };
-    tracing::info!(server = %t.host, site = %t.site, host = %opts.host_name, "registering");
-    let resp: RegisterExistingResponse = client.post_json(&path, &auth, Some(&body))?;
-    checked_connection(&uuid, &new.key_pem, &resp.root_cert, &resp.agent_cert)?;
-    let connection = Connection {
-        uuid: uuid.clone(),
-        server: t.host.clone(),
-        port: t.port,
-        site: t.site.clone(),
-        host_name: opts.host_name.clone(),
-        mode: resp.connection_mode,
-        root_cert: resp.root_cert,
-        agent_cert: resp.agent_cert,
-        private_key: new.key_pem,
-        key_type: opts.key_type,
-        trust: trust_label,
-        registered_at: certs::now_unix(),
-        fetcher_zstd: resp.tether.map(|x| x.fetcher_zstd).unwrap_or(false),
-    };
+    let connection = register_existing(&opts, trust, uuid.clone(), new)?;
     reg.connections
         .retain(|c| !replaced.contains(&c.uuid) && c.uuid != uuid);
     reg.connections.push(connection.clone());
@@ -265,11 +236,21 @@ pub fn cert_valid(c: &Connection) -> bool {
 
 /// Registers for another host: nothing is stored here, the bundle goes to the caller.
 pub fn proxy_register(opts: RegisterOptions) -> CliResult<Connection> {
-    let t = &opts.target;
-    let trust = resolve_trust(&opts.trust, t, &Registry::default())?;
-    let trust_label = trust.label().to_string();
+    let trust = resolve_trust(&opts.trust, &opts.target, &Registry::default())?;
     let uuid = Uuid::new_v4().to_string();
     let new = keys::new_key_and_csr(&uuid, opts.key_type).map_err(CliError::internal)?;
+    register_existing(&opts, trust, uuid, new)
+}
+
+/// One `register_existing(_token)` call; the checked result as a connection to store.
+fn register_existing(
+    opts: &RegisterOptions,
+    trust: TrustMode,
+    uuid: String,
+    new: keys::NewKey,
+) -> CliResult<Connection> {
+    let t = &opts.target;
+    let trust_label = trust.label().to_string();
     let client = Client::new(t.clone(), trust, None)?;
     let auth = opts.creds.auth()?;
     let path = match auth {
@@ -278,9 +259,10 @@ pub fn proxy_register(opts: RegisterOptions) -> CliResult<Connection> {
     };
     let body = RegisterExistingRequest {
         uuid: uuid.clone(),
-        csr: new.csr_pem.clone(),
+        csr: new.csr_pem,
         host_name: opts.host_name.clone(),
     };
+    tracing::info!(server = %t.host, site = %t.site, host = %opts.host_name, "registering");
     let resp: RegisterExistingResponse = client.post_json(&path, &auth, Some(&body))?;
     checked_connection(&uuid, &new.key_pem, &resp.root_cert, &resp.agent_cert)?;
     Ok(Connection {
@@ -288,7 +270,7 @@ pub fn proxy_register(opts: RegisterOptions) -> CliResult<Connection> {
         server: t.host.clone(),
         port: t.port,
         site: t.site.clone(),
-        host_name: opts.host_name,
+        host_name: opts.host_name.clone(),
         mode: resp.connection_mode,
         root_cert: resp.root_cert,
         agent_cert: resp.agent_cert,
