@@ -257,8 +257,23 @@ async fn refused(st: &AppState, mut a: Audit, e: ApiError) -> ApiError {
     }
     a.outcome = format!("refused {}", e.status.as_u16());
     a.detail = e.text();
+    log_outcome(&a);
     record(st, a).await;
     e
+}
+
+/// One log line per attempt, with what the audit log holds (never a secret).
+fn log_outcome(a: &Audit) {
+    tracing::info!(
+        "{} by {} from {}: host={} uuid={}: {} {}",
+        a.action,
+        a.actor,
+        a.source,
+        a.host.as_deref().unwrap_or("-"),
+        a.uuid.as_deref().unwrap_or("-"),
+        a.outcome,
+        a.detail
+    );
 }
 
 fn a_ip(a: &Audit) -> IpAddr {
@@ -483,6 +498,7 @@ async fn register_existing_inner(
             ok.outcome = "registered".into();
             ok.detail = format!("certificate serial {}", issued.serial_hex);
             store::audit(c, &ok)?;
+            log_outcome(&ok);
             Ok(mode)
         })
         .await??;
@@ -700,6 +716,7 @@ async fn renew_certificate(
                     ok.outcome = "renewed".into();
                     ok.detail = format!("certificate serial {}", issued.serial_hex);
                     store::audit(c, &ok)?;
+                    log_outcome(&ok);
                     Ok(())
                 })
                 .await??;
@@ -909,6 +926,7 @@ async fn register_new_inner(
                 (None, _) => "no rule matched; held for approval".into(),
             };
             store::audit(c, &ok)?;
+            log_outcome(&ok);
             Ok(())
         })
         .await??;
