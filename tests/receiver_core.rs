@@ -114,7 +114,7 @@ fn register_existing_status_renew_and_errors() {
             .get(&r.url(&format!("registration_status_v2/{uuid}")))
             .call(),
     );
-    assert_eq!(st, 401);
+    assert_eq!(st, 400);
 
     // Renewal.
     let (csr2, key2) = make_csr(&uuid);

@@ -460,12 +460,12 @@ async fn register_existing_inner(
                         }
                     };
                     if !allowed {
+                        // Checkmk's text, verbatim (its typo included): scripts match on it.
                         return Err(ApiError::new(
                             StatusCode::FORBIDDEN,
-                            format!(
-                                "Insufficient permissions: user {} may not register host {}.",
-                                p.user.name, r.host_name
-                            ),
+                            "You have insufficient permissions to register this host. You either \
+                             need the explicit permission to register any host, the explict \
+                             permission to register this host or read and write access to this host.",
                         ));
                     }
                     p.has(perms::REREGISTER_HOST)
@@ -628,11 +628,11 @@ fn identity_lock(
 /// Checks the verified client certificate against the UUID in the path and our records.
 pub fn mtls(st: &AppState, ci: &ConnInfo, uuid: &str) -> ApiResult<()> {
     check_uuid(uuid)?;
+    // Checkmk's status and text for a request without a client certificate.
     let der = ci.client_cert.as_ref().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "This endpoint requires a client certificate",
-        )
+        ApiError::bad_request(format!(
+            "Verified client UUID (missing: no client certificate provided) does not match UUID in URL ({uuid})"
+        ))
     })?;
     let info = certs::cert_info(der).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let cn = info.subject_cn.clone().unwrap_or_default();
