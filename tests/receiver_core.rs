@@ -193,7 +193,7 @@ fn register_existing_status_renew_and_errors() {
         Some(("auto", "s3cret")),
         &json!({"uuid": v1, "csr": csr_v1, "host_name": "web1"}),
     );
-    assert_eq!(st, 400);
+    assert_eq!(st, 422);
     let (csr_u, _) = make_csr(&u);
     let (st, _) = r.post(
         &a,

@@ -225,10 +225,12 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
     })
 }
 
+/// A non-v4 UUID fails validation like Checkmk's pydantic `UUID4` field: 422.
 fn check_uuid(uuid: &str) -> ApiResult<()> {
-    validate::parse_uuid_v4(uuid)
-        .map(|_| ())
-        .map_err(|e| ApiError::bad_request(e.to_string()))
+    validate::parse_uuid_v4(uuid).map(|_| ()).map_err(|e| ApiError {
+        status: StatusCode::UNPROCESSABLE_ENTITY,
+        detail: serde_json::json!([{"loc": ["uuid"], "msg": e.to_string(), "type": "uuid_parsing"}]),
+    })
 }
 
 fn ext() -> Option<ReceiverExtensions> {
@@ -439,7 +441,14 @@ async fn register_existing_inner(
     a.uuid = Some(r.uuid.chars().take(64).collect());
     a.host = Some(r.host_name.chars().take(253).collect());
     check_uuid(&r.uuid)?;
-    validate::validate_host_name(&r.host_name).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    // Checkmk's text; our rule is stricter (no ':' or path characters, nothing that could
+    // traverse a path).
+    validate::validate_host_name(&r.host_name).map_err(|_| {
+        ApiError::bad_request(format!(
+            "Invalid host name: '{}'",
+            r.host_name.chars().take(253).collect::<String>()
+        ))
+    })?;
     let issued = csr_and_sign(st, &r.csr, &r.uuid)?;
     let site = st.site.clone();
     let audit = a.clone();
@@ -627,7 +636,8 @@ fn identity_lock(
 
 /// Checks the verified client certificate against the UUID in the path and our records.
 pub fn mtls(st: &AppState, ci: &ConnInfo, uuid: &str) -> ApiResult<()> {
-    check_uuid(uuid)?;
+    // As in Checkmk, the certificate is compared with the URL first: any path that is not
+    // exactly the certificate's UUID is a 400 mismatch, whether or not it is a valid UUID.
     // Checkmk's status and text for a request without a client certificate.
     let der = ci.client_cert.as_ref().ok_or_else(|| {
         ApiError::bad_request(format!(
