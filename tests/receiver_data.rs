@@ -74,7 +74,7 @@ fn push_ingest() {
         body["detail"]
             .as_str()
             .unwrap()
-            .contains("Decompression failed"),
+            .contains("Decompression of agent data failed"),
         "{body}"
     );
     let bomb = compress(Compression::Zlib, &vec![b'<'; 1_000_000]);

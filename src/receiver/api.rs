@@ -719,7 +719,7 @@ async fn renew_certificate(
                     let reg = store::get_registration(c, &u)?
                         .filter(|r| r.revoked_at.is_none())
                         .ok_or_else(|| {
-                            ApiError::bad_request(format!("UUID {u} is not registered"))
+                            ApiError::new(StatusCode::FORBIDDEN, "Host is not registered")
                         })?;
                     store::insert_cert(c, &issued.serial_hex, &u, issued.not_after)?;
                     ok.host = Some(reg.host);
@@ -979,13 +979,13 @@ async fn register_new_ongoing(
             let Some((user, status, reason, cert, mode)) = row else {
                 return Err(ApiError::new(
                     StatusCode::NOT_FOUND,
-                    format!("No new-host registration with UUID {uuid} is known."),
+                    "No registration with this UUID in progress",
                 ));
             };
             if user != p.user.name {
                 return Err(ApiError::new(
                     StatusCode::FORBIDDEN,
-                    "Only the user who started this registration may query it.",
+                    "A registration is in progress, but it was triggered by a different user",
                 ));
             }
             Ok(match status.as_str() {
