@@ -291,6 +291,23 @@ fn permission_paths_for_existing_hosts() {
             String::from_utf8_lossy(&out.stderr)
         );
     };
+    for (args, schema) in [
+        (&["role", "list"][..], "receiver.role.list.schema.json"),
+        (
+            &["role", "permissions"][..],
+            "receiver.role.permissions.schema.json",
+        ),
+        (&["group", "list"][..], "receiver.group.list.schema.json"),
+        (&["folder", "list"][..], "receiver.folder.list.schema.json"),
+        (&["host", "list"][..], "receiver.host.list.schema.json"),
+    ] {
+        validate_json(schema, &r.admin_json(args));
+    }
+    // Built-in roles cannot be changed; unknown permissions are usage errors.
+    let (code, _) = r.admin_json_err(&["role", "add", "admin"]);
+    assert_eq!(code, 2);
+    let (code, _) = r.admin_json_err(&["role", "add", "x", "--permission", "wato.everything"]);
+    assert_eq!(code, 2);
     add("m_ops", "managed", &["ops"]);
     add("m_dev", "managed", &["dev"]);
     add("m_none", "managed", &[]);
