@@ -746,6 +746,33 @@ async fn renew_certificate(
 const MAX_LABELS: usize = 200;
 const MAX_LABEL_LEN: usize = 1024;
 
+/// The state a new registration is left in (a row of the `pending` table).
+#[derive(Default)]
+struct NewOutcome {
+    /// pending, declined or success.
+    status: &'static str,
+    host: Option<String>,
+    folder: Option<String>,
+    reason: Option<String>,
+    cert: Option<String>,
+    mode: Option<String>,
+}
+
+impl NewOutcome {
+    fn declined(reason: String) -> Self {
+        NewOutcome {
+            status: "declined",
+            reason: Some(reason),
+            ..NewOutcome::default()
+        }
+    }
+    fn for_host(mut self, host: &str, folder: Option<&str>) -> Self {
+        self.host = Some(host.to_string());
+        self.folder = folder.map(str::to_string);
+        self
+    }
+}
+
 /// What a rule decided for a new registration.
 enum Decision {
     Create {
@@ -849,19 +876,27 @@ async fn register_new_inner(
             if !any_new {
                 return Err(ApiError::new(
                     StatusCode::FORBIDDEN,
-                    format!("Insufficient permissions: user {} may not register new hosts.", p.user.name),
+                    format!(
+                        "Insufficient permissions: user {} may not register new hosts.",
+                        p.user.name
+                    ),
                 ));
             }
             let prev: Option<(String, String)> = c
-                .query_row("SELECT user, status FROM pending WHERE uuid=?1", [&r.uuid], |x| {
-                    Ok((x.get(0)?, x.get(1)?))
-                })
+                .query_row(
+                    "SELECT user, status FROM pending WHERE uuid=?1",
+                    [&r.uuid],
+                    |x| Ok((x.get(0)?, x.get(1)?)),
+                )
                 .optional()?;
             if let Some((user, status)) = prev {
                 if user != p.user.name || status == "success" {
                     return Err(ApiError::new(
                         StatusCode::CONFLICT,
-                        format!("A registration with UUID {} already exists; use a new UUID.", r.uuid),
+                        format!(
+                            "A registration with UUID {} already exists; use a new UUID.",
+                            r.uuid
+                        ),
                     ));
                 }
             }
@@ -873,64 +908,99 @@ async fn register_new_inner(
             }
             let rules = admin::rules(c).map_err(|e| ApiError::internal(e.to_string()))?;
             let (rule, decision) = decide(&rules, &r.agent_labels);
-            let (status, host, folder, reason, cert, mode) = match decision {
+            let out = match decision {
                 Decision::Create { folder, host, mode } => {
                     if !perms::may_register_new(c, &p, &folder)? {
                         return Err(ApiError::new(
                             StatusCode::FORBIDDEN,
                             format!(
-                                "Insufficient permissions: user {} may not create hosts in folder {folder}.",
+                                "Insufficient permissions: user {} may not create hosts in \
+                                 folder {folder}.",
                                 p.user.name
                             ),
                         ));
                     }
                     if store::get_folder(c, &folder)?.is_none() {
-                        (
-                            "declined",
-                            Some(host.clone()),
-                            None,
-                            Some(format!("The target folder {folder} of rule {} does not exist.", rule.clone().unwrap_or_default())),
-                            None,
-                            None,
-                        )
+                        NewOutcome::declined(format!(
+                            "The target folder {folder} of rule {} does not exist.",
+                            rule.clone().unwrap_or_default()
+                        ))
+                        .for_host(&host, None)
                     } else if store::get_host(c, &host)?.is_some() {
                         // Never overwrite an existing host through auto-registration.
-                        ("declined", Some(host.clone()), Some(folder), Some(format!(
-                            "Host {host} already exists; an existing host is never overwritten by a new registration."
-                        )), None, None)
+                        NewOutcome::declined(format!(
+                            "Host {host} already exists; an existing host is never \
+                             overwritten by a new registration."
+                        ))
+                        .for_host(&host, Some(&folder))
                     } else {
-                        store::put_host(c, &store::Host {
-                            name: host.clone(),
-                            folder: folder.clone(),
-                            contact_groups: vec![],
-                            site: site.clone(),
-                            cluster: false,
-                            mode: mode.as_str().into(),
-                            address: None,
-                            agent_port: None,
-                        })?;
-                        store::insert_registration(c, &r.uuid, &host, mode.as_str(), &p.user.name, &issued.serial_hex, issued.not_after)?;
-                        ("success", Some(host), Some(folder), None, Some(issued.pem.clone()), Some(mode.as_str().to_string()))
+                        store::put_host(
+                            c,
+                            &store::Host {
+                                name: host.clone(),
+                                folder: folder.clone(),
+                                contact_groups: vec![],
+                                site: site.clone(),
+                                cluster: false,
+                                mode: mode.as_str().into(),
+                                address: None,
+                                agent_port: None,
+                            },
+                        )?;
+                        store::insert_registration(
+                            c,
+                            &r.uuid,
+                            &host,
+                            mode.as_str(),
+                            &p.user.name,
+                            &issued.serial_hex,
+                            issued.not_after,
+                        )?;
+                        NewOutcome {
+                            status: "success",
+                            cert: Some(issued.pem.clone()),
+                            mode: Some(mode.as_str().to_string()),
+                            ..NewOutcome::default()
+                        }
+                        .for_host(&host, Some(&folder))
                     }
                 }
-                Decision::Declined(reason) => ("declined", None, None, Some(reason), None, None),
-                Decision::Hold => ("pending", None, None, None, None, None),
+                Decision::Declined(reason) => NewOutcome::declined(reason),
+                Decision::Hold => NewOutcome {
+                    status: "pending",
+                    ..NewOutcome::default()
+                },
             };
+            let decided_at = (out.status != "pending").then_some(now);
             c.execute(
-                "INSERT INTO pending(uuid, user, csr, labels, status, host, folder, reason, agent_cert, mode, created_at, decided_at, source)
+                "INSERT INTO pending(uuid, user, csr, labels, status, host, folder, reason,
+                     agent_cert, mode, created_at, decided_at, source)
                  VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)
-                 ON CONFLICT(uuid) DO UPDATE SET csr=excluded.csr, labels=excluded.labels, status=excluded.status,
-                   host=excluded.host, folder=excluded.folder, reason=excluded.reason, agent_cert=excluded.agent_cert,
-                   mode=excluded.mode, created_at=excluded.created_at, decided_at=excluded.decided_at, source=excluded.source",
+                 ON CONFLICT(uuid) DO UPDATE SET csr=excluded.csr, labels=excluded.labels,
+                   status=excluded.status, host=excluded.host, folder=excluded.folder,
+                   reason=excluded.reason, agent_cert=excluded.agent_cert, mode=excluded.mode,
+                   created_at=excluded.created_at, decided_at=excluded.decided_at,
+                   source=excluded.source",
                 params![
-                    r.uuid, p.user.name, r.csr, store::to_json(&r.agent_labels), status, host, folder, reason, cert, mode,
-                    now, if status == "pending" { None } else { Some(now) }, audit.source
+                    r.uuid,
+                    p.user.name,
+                    r.csr,
+                    store::to_json(&r.agent_labels),
+                    out.status,
+                    out.host,
+                    out.folder,
+                    out.reason,
+                    out.cert,
+                    out.mode,
+                    now,
+                    decided_at,
+                    audit.source
                 ],
             )?;
             let mut ok = audit.clone();
-            ok.host = host;
-            ok.outcome = format!("new: {status}");
-            ok.detail = match (&rule, &reason) {
+            ok.host = out.host;
+            ok.outcome = format!("new: {}", out.status);
+            ok.detail = match (&rule, &out.reason) {
                 (Some(rn), Some(rs)) => format!("rule {rn}: {rs}"),
                 (Some(rn), None) => format!("rule {rn}"),
                 (None, _) => "no rule matched; held for approval".into(),
