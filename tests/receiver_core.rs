@@ -114,7 +114,7 @@ fn register_existing_status_renew_and_errors() {
             .get(&r.url(&format!("registration_status_v2/{uuid}")))
             .call(),
     );
-    assert_eq!(st, 401);
+    assert_eq!(st, 400);
 
     // Renewal.
     let (csr2, key2) = make_csr(&uuid);
@@ -193,7 +193,7 @@ fn register_existing_status_renew_and_errors() {
         Some(("auto", "s3cret")),
         &json!({"uuid": v1, "csr": csr_v1, "host_name": "web1"}),
     );
-    assert_eq!(st, 400);
+    assert_eq!(st, 422);
     let (csr_u, _) = make_csr(&u);
     let (st, _) = r.post(
         &a,
@@ -291,6 +291,23 @@ fn permission_paths_for_existing_hosts() {
             String::from_utf8_lossy(&out.stderr)
         );
     };
+    for (args, schema) in [
+        (&["role", "list"][..], "receiver.role.list.schema.json"),
+        (
+            &["role", "permissions"][..],
+            "receiver.role.permissions.schema.json",
+        ),
+        (&["group", "list"][..], "receiver.group.list.schema.json"),
+        (&["folder", "list"][..], "receiver.folder.list.schema.json"),
+        (&["host", "list"][..], "receiver.host.list.schema.json"),
+    ] {
+        validate_json(schema, &r.admin_json(args));
+    }
+    // Built-in roles cannot be changed; unknown permissions are usage errors.
+    let (code, _) = r.admin_json_err(&["role", "add", "admin"]);
+    assert_eq!(code, 2);
+    let (code, _) = r.admin_json_err(&["role", "add", "x", "--permission", "wato.everything"]);
+    assert_eq!(code, 2);
     add("m_ops", "managed", &["ops"]);
     add("m_dev", "managed", &["dev"]);
     add("m_none", "managed", &[]);

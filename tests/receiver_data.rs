@@ -74,7 +74,7 @@ fn push_ingest() {
         body["detail"]
             .as_str()
             .unwrap()
-            .contains("Decompression failed"),
+            .contains("Decompression of agent data failed"),
         "{body}"
     );
     let bomb = compress(Compression::Zlib, &vec![b'<'; 1_000_000]);
@@ -218,6 +218,19 @@ fn fetch_pulls_over_tls_and_refuses_plaintext() {
             .contains("plaintext"),
         "{err}"
     );
+
+    // An unregistered host: refused by default, pulled as legacy plaintext when allowed.
+    let lport = spawn_agent(body["agent_cert"].as_str().unwrap(), &key, &ca, None, 1);
+    r.add_host(
+        "legacy",
+        &["--address", "127.0.0.1", "--agent-port", &lport.to_string()],
+    );
+    let (code, _) = r.admin_json_err(&["fetch", "legacy"]);
+    assert_eq!(code, 14);
+    let legacy = r.admin_json(&["fetch", "legacy", "--allow-plaintext"]);
+    assert_eq!(legacy["succeeded"], 1, "{legacy}");
+    let d = r.admin_json(&["agent-data", "legacy"]);
+    assert_eq!(d["output"].as_str().unwrap().as_bytes(), OUTPUT);
 
     // An agent presenting a certificate for another UUID fails verification.
     r.add_host("imposter", &[]);

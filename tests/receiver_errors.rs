@@ -77,7 +77,7 @@ fn endpoint_error_cases() {
         Some(("reg", "pw")),
         &json!({"uuid": "x", "csr": csr, "agent_labels": {}}),
     );
-    assert_eq!(st, 400);
+    assert_eq!(st, 422);
     let (st, b) = r.post(
         &a,
         "register_new",
@@ -97,7 +97,7 @@ fn endpoint_error_cases() {
             .set("Authorization", &basic("reg", "pw"))
             .call(),
     );
-    assert_eq!(st, 400);
+    assert_eq!(st, 422);
 
     // A certificate signed by our agent CA but never issued here is refused (400).
     let u = new_uuid();

@@ -414,3 +414,30 @@ fn concurrent_registrations_lose_nothing() {
         .count();
     assert_eq!(ok, 50);
 }
+
+/// The verified-credential cache never outlives a password change or a deleted user.
+#[test]
+fn password_change_takes_effect_at_once() {
+    let r = TestReceiver::start("pwc");
+    r.add_user("reg", "agent_registration", "old-pw");
+    for i in 0..3 {
+        r.add_host(&format!("p{i}"), &[]);
+    }
+    let (st, _, _) = r.register_existing("reg", "old-pw", &new_uuid(), "p0");
+    assert_eq!(st, 200);
+    let out = r.admin_stdin(
+        &["user", "passwd", "reg", "--password-stdin", "--json"],
+        "new-pw\n",
+    );
+    assert!(out.status.success());
+    let (st, _, _) = r.register_existing("reg", "old-pw", &new_uuid(), "p1");
+    assert_eq!(st, 401, "old password still accepted from the cache");
+    let (st, _, _) = r.register_existing("reg", "new-pw", &new_uuid(), "p1");
+    assert_eq!(st, 200);
+    r.admin_json(&["user", "del", "reg"]);
+    let (st, _, _) = r.register_existing("reg", "new-pw", &new_uuid(), "p2");
+    assert_eq!(st, 401);
+    let users = r.admin_json(&["user", "list"]);
+    validate_json("receiver.user.list.schema.json", &users);
+    assert!(users["users"].as_array().unwrap().is_empty());
+}

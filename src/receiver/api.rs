@@ -225,10 +225,12 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
     })
 }
 
+/// A non-v4 UUID fails validation like Checkmk's pydantic `UUID4` field: 422.
 fn check_uuid(uuid: &str) -> ApiResult<()> {
-    validate::parse_uuid_v4(uuid)
-        .map(|_| ())
-        .map_err(|e| ApiError::bad_request(e.to_string()))
+    validate::parse_uuid_v4(uuid).map(|_| ()).map_err(|e| ApiError {
+        status: StatusCode::UNPROCESSABLE_ENTITY,
+        detail: serde_json::json!([{"loc": ["uuid"], "msg": e.to_string(), "type": "uuid_parsing"}]),
+    })
 }
 
 fn ext() -> Option<ReceiverExtensions> {
@@ -257,8 +259,23 @@ async fn refused(st: &AppState, mut a: Audit, e: ApiError) -> ApiError {
     }
     a.outcome = format!("refused {}", e.status.as_u16());
     a.detail = e.text();
+    log_outcome(&a);
     record(st, a).await;
     e
+}
+
+/// One log line per attempt, with what the audit log holds (never a secret).
+fn log_outcome(a: &Audit) {
+    tracing::info!(
+        "{} by {} from {}: host={} uuid={}: {} {}",
+        a.action,
+        a.actor,
+        a.source,
+        a.host.as_deref().unwrap_or("-"),
+        a.uuid.as_deref().unwrap_or("-"),
+        a.outcome,
+        a.detail
+    );
 }
 
 fn a_ip(a: &Audit) -> IpAddr {
@@ -424,7 +441,14 @@ async fn register_existing_inner(
     a.uuid = Some(r.uuid.chars().take(64).collect());
     a.host = Some(r.host_name.chars().take(253).collect());
     check_uuid(&r.uuid)?;
-    validate::validate_host_name(&r.host_name).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    // Checkmk's text; our rule is stricter (no ':' or path characters, nothing that could
+    // traverse a path).
+    validate::validate_host_name(&r.host_name).map_err(|_| {
+        ApiError::bad_request(format!(
+            "Invalid host name: '{}'",
+            r.host_name.chars().take(253).collect::<String>()
+        ))
+    })?;
     let issued = csr_and_sign(st, &r.csr, &r.uuid)?;
     let site = st.site.clone();
     let audit = a.clone();
@@ -445,12 +469,12 @@ async fn register_existing_inner(
                         }
                     };
                     if !allowed {
+                        // Checkmk's text, verbatim (its typo included): scripts match on it.
                         return Err(ApiError::new(
                             StatusCode::FORBIDDEN,
-                            format!(
-                                "Insufficient permissions: user {} may not register host {}.",
-                                p.user.name, r.host_name
-                            ),
+                            "You have insufficient permissions to register this host. You either \
+                             need the explicit permission to register any host, the explict \
+                             permission to register this host or read and write access to this host.",
                         ));
                     }
                     p.has(perms::REREGISTER_HOST)
@@ -483,6 +507,7 @@ async fn register_existing_inner(
             ok.outcome = "registered".into();
             ok.detail = format!("certificate serial {}", issued.serial_hex);
             store::audit(c, &ok)?;
+            log_outcome(&ok);
             Ok(mode)
         })
         .await??;
@@ -611,12 +636,13 @@ fn identity_lock(
 
 /// Checks the verified client certificate against the UUID in the path and our records.
 pub fn mtls(st: &AppState, ci: &ConnInfo, uuid: &str) -> ApiResult<()> {
-    check_uuid(uuid)?;
+    // As in Checkmk, the certificate is compared with the URL first: any path that is not
+    // exactly the certificate's UUID is a 400 mismatch, whether or not it is a valid UUID.
+    // Checkmk's status and text for a request without a client certificate.
     let der = ci.client_cert.as_ref().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "This endpoint requires a client certificate",
-        )
+        ApiError::bad_request(format!(
+            "Verified client UUID (missing: no client certificate provided) does not match UUID in URL ({uuid})"
+        ))
     })?;
     let info = certs::cert_info(der).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let cn = info.subject_cn.clone().unwrap_or_default();
@@ -693,13 +719,14 @@ async fn renew_certificate(
                     let reg = store::get_registration(c, &u)?
                         .filter(|r| r.revoked_at.is_none())
                         .ok_or_else(|| {
-                            ApiError::bad_request(format!("UUID {u} is not registered"))
+                            ApiError::new(StatusCode::FORBIDDEN, "Host is not registered")
                         })?;
                     store::insert_cert(c, &issued.serial_hex, &u, issued.not_after)?;
                     ok.host = Some(reg.host);
                     ok.outcome = "renewed".into();
                     ok.detail = format!("certificate serial {}", issued.serial_hex);
                     store::audit(c, &ok)?;
+                    log_outcome(&ok);
                     Ok(())
                 })
                 .await??;
@@ -718,6 +745,33 @@ async fn renew_certificate(
 
 const MAX_LABELS: usize = 200;
 const MAX_LABEL_LEN: usize = 1024;
+
+/// The state a new registration is left in (a row of the `pending` table).
+#[derive(Default)]
+struct NewOutcome {
+    /// pending, declined or success.
+    status: &'static str,
+    host: Option<String>,
+    folder: Option<String>,
+    reason: Option<String>,
+    cert: Option<String>,
+    mode: Option<String>,
+}
+
+impl NewOutcome {
+    fn declined(reason: String) -> Self {
+        NewOutcome {
+            status: "declined",
+            reason: Some(reason),
+            ..NewOutcome::default()
+        }
+    }
+    fn for_host(mut self, host: &str, folder: Option<&str>) -> Self {
+        self.host = Some(host.to_string());
+        self.folder = folder.map(str::to_string);
+        self
+    }
+}
 
 /// What a rule decided for a new registration.
 enum Decision {
@@ -822,19 +876,27 @@ async fn register_new_inner(
             if !any_new {
                 return Err(ApiError::new(
                     StatusCode::FORBIDDEN,
-                    format!("Insufficient permissions: user {} may not register new hosts.", p.user.name),
+                    format!(
+                        "Insufficient permissions: user {} may not register new hosts.",
+                        p.user.name
+                    ),
                 ));
             }
             let prev: Option<(String, String)> = c
-                .query_row("SELECT user, status FROM pending WHERE uuid=?1", [&r.uuid], |x| {
-                    Ok((x.get(0)?, x.get(1)?))
-                })
+                .query_row(
+                    "SELECT user, status FROM pending WHERE uuid=?1",
+                    [&r.uuid],
+                    |x| Ok((x.get(0)?, x.get(1)?)),
+                )
                 .optional()?;
             if let Some((user, status)) = prev {
                 if user != p.user.name || status == "success" {
                     return Err(ApiError::new(
                         StatusCode::CONFLICT,
-                        format!("A registration with UUID {} already exists; use a new UUID.", r.uuid),
+                        format!(
+                            "A registration with UUID {} already exists; use a new UUID.",
+                            r.uuid
+                        ),
                     ));
                 }
             }
@@ -846,69 +908,105 @@ async fn register_new_inner(
             }
             let rules = admin::rules(c).map_err(|e| ApiError::internal(e.to_string()))?;
             let (rule, decision) = decide(&rules, &r.agent_labels);
-            let (status, host, folder, reason, cert, mode) = match decision {
+            let out = match decision {
                 Decision::Create { folder, host, mode } => {
                     if !perms::may_register_new(c, &p, &folder)? {
                         return Err(ApiError::new(
                             StatusCode::FORBIDDEN,
                             format!(
-                                "Insufficient permissions: user {} may not create hosts in folder {folder}.",
+                                "Insufficient permissions: user {} may not create hosts in \
+                                 folder {folder}.",
                                 p.user.name
                             ),
                         ));
                     }
                     if store::get_folder(c, &folder)?.is_none() {
-                        (
-                            "declined",
-                            Some(host.clone()),
-                            None,
-                            Some(format!("The target folder {folder} of rule {} does not exist.", rule.clone().unwrap_or_default())),
-                            None,
-                            None,
-                        )
+                        NewOutcome::declined(format!(
+                            "The target folder {folder} of rule {} does not exist.",
+                            rule.clone().unwrap_or_default()
+                        ))
+                        .for_host(&host, None)
                     } else if store::get_host(c, &host)?.is_some() {
                         // Never overwrite an existing host through auto-registration.
-                        ("declined", Some(host.clone()), Some(folder), Some(format!(
-                            "Host {host} already exists; an existing host is never overwritten by a new registration."
-                        )), None, None)
+                        NewOutcome::declined(format!(
+                            "Host {host} already exists; an existing host is never \
+                             overwritten by a new registration."
+                        ))
+                        .for_host(&host, Some(&folder))
                     } else {
-                        store::put_host(c, &store::Host {
-                            name: host.clone(),
-                            folder: folder.clone(),
-                            contact_groups: vec![],
-                            site: site.clone(),
-                            cluster: false,
-                            mode: mode.as_str().into(),
-                            address: None,
-                            agent_port: None,
-                        })?;
-                        store::insert_registration(c, &r.uuid, &host, mode.as_str(), &p.user.name, &issued.serial_hex, issued.not_after)?;
-                        ("success", Some(host), Some(folder), None, Some(issued.pem.clone()), Some(mode.as_str().to_string()))
+                        store::put_host(
+                            c,
+                            &store::Host {
+                                name: host.clone(),
+                                folder: folder.clone(),
+                                contact_groups: vec![],
+                                site: site.clone(),
+                                cluster: false,
+                                mode: mode.as_str().into(),
+                                address: None,
+                                agent_port: None,
+                            },
+                        )?;
+                        store::insert_registration(
+                            c,
+                            &r.uuid,
+                            &host,
+                            mode.as_str(),
+                            &p.user.name,
+                            &issued.serial_hex,
+                            issued.not_after,
+                        )?;
+                        NewOutcome {
+                            status: "success",
+                            cert: Some(issued.pem.clone()),
+                            mode: Some(mode.as_str().to_string()),
+                            ..NewOutcome::default()
+                        }
+                        .for_host(&host, Some(&folder))
                     }
                 }
-                Decision::Declined(reason) => ("declined", None, None, Some(reason), None, None),
-                Decision::Hold => ("pending", None, None, None, None, None),
+                Decision::Declined(reason) => NewOutcome::declined(reason),
+                Decision::Hold => NewOutcome {
+                    status: "pending",
+                    ..NewOutcome::default()
+                },
             };
+            let decided_at = (out.status != "pending").then_some(now);
             c.execute(
-                "INSERT INTO pending(uuid, user, csr, labels, status, host, folder, reason, agent_cert, mode, created_at, decided_at, source)
+                "INSERT INTO pending(uuid, user, csr, labels, status, host, folder, reason,
+                     agent_cert, mode, created_at, decided_at, source)
                  VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)
-                 ON CONFLICT(uuid) DO UPDATE SET csr=excluded.csr, labels=excluded.labels, status=excluded.status,
-                   host=excluded.host, folder=excluded.folder, reason=excluded.reason, agent_cert=excluded.agent_cert,
-                   mode=excluded.mode, created_at=excluded.created_at, decided_at=excluded.decided_at, source=excluded.source",
+                 ON CONFLICT(uuid) DO UPDATE SET csr=excluded.csr, labels=excluded.labels,
+                   status=excluded.status, host=excluded.host, folder=excluded.folder,
+                   reason=excluded.reason, agent_cert=excluded.agent_cert, mode=excluded.mode,
+                   created_at=excluded.created_at, decided_at=excluded.decided_at,
+                   source=excluded.source",
                 params![
-                    r.uuid, p.user.name, r.csr, store::to_json(&r.agent_labels), status, host, folder, reason, cert, mode,
-                    now, if status == "pending" { None } else { Some(now) }, audit.source
+                    r.uuid,
+                    p.user.name,
+                    r.csr,
+                    store::to_json(&r.agent_labels),
+                    out.status,
+                    out.host,
+                    out.folder,
+                    out.reason,
+                    out.cert,
+                    out.mode,
+                    now,
+                    decided_at,
+                    audit.source
                 ],
             )?;
             let mut ok = audit.clone();
-            ok.host = host;
-            ok.outcome = format!("new: {status}");
-            ok.detail = match (&rule, &reason) {
+            ok.host = out.host;
+            ok.outcome = format!("new: {}", out.status);
+            ok.detail = match (&rule, &out.reason) {
                 (Some(rn), Some(rs)) => format!("rule {rn}: {rs}"),
                 (Some(rn), None) => format!("rule {rn}"),
                 (None, _) => "no rule matched; held for approval".into(),
             };
             store::audit(c, &ok)?;
+            log_outcome(&ok);
             Ok(())
         })
         .await??;
@@ -951,13 +1049,13 @@ async fn register_new_ongoing(
             let Some((user, status, reason, cert, mode)) = row else {
                 return Err(ApiError::new(
                     StatusCode::NOT_FOUND,
-                    format!("No new-host registration with UUID {uuid} is known."),
+                    "No registration with this UUID in progress",
                 ));
             };
             if user != p.user.name {
                 return Err(ApiError::new(
                     StatusCode::FORBIDDEN,
-                    "Only the user who started this registration may query it.",
+                    "A registration is in progress, but it was triggered by a different user",
                 ));
             }
             Ok(match status.as_str() {

@@ -21,7 +21,8 @@ use crate::wire::{paths, pull};
 
 struct Target {
     host: String,
-    uuid: String,
+    /// None: legacy plaintext pull of an unregistered host (only with --allow-plaintext).
+    uuid: Option<String>,
     address: String,
     port: u16,
 }
@@ -62,24 +63,27 @@ fn targets(c: &rusqlite::Connection, a: &FetchArgs) -> CliResult<Vec<Target>> {
             .into_iter()
             .filter(|r| r.live(now))
             .max_by_key(|r| r.registered_at);
-        match live {
-            Some(r) => out.push(Target {
-                address: h.address.clone().unwrap_or_else(|| h.name.clone()),
-                port: h.agent_port.unwrap_or(paths::DEFAULT_PULL_PORT),
-                host: h.name,
-                uuid: r.uuid,
-            }),
+        let uuid = match live {
+            Some(r) => Some(r.uuid),
+            None if a.allow_plaintext => None,
             None if a.host.is_some() => {
                 return Err(CliError::new(
                     ErrorCode::NotFound,
                     format!(
-                        "host {} has no live registration; register its agent first",
+                        "host {} has no live registration; register its agent first \
+                         (or allow legacy plaintext with --allow-plaintext)",
                         h.name
                     ),
                 ))
             }
-            None => {}
-        }
+            None => continue,
+        };
+        out.push(Target {
+            address: h.address.clone().unwrap_or_else(|| h.name.clone()),
+            port: h.agent_port.unwrap_or(paths::DEFAULT_PULL_PORT),
+            host: h.name,
+            uuid,
+        });
     }
     Ok(out)
 }
@@ -100,12 +104,15 @@ async fn fetch_one(
         .await
         .map_err(to("waiting for the TLS marker"))?
         .map_err(|e| format!("no TLS marker: {e}"))?;
+    let Some(uuid) = &t.uuid else {
+        return plaintext(tcp, marker, timeout, limit).await;
+    };
     if &marker != pull::TLS_MARKER {
         // A registered host must speak TLS; plaintext would be unauthenticated data.
         return Err("the agent did not offer TLS (no '16' marker); plaintext is refused for a registered host".into());
     }
-    let name = ServerName::try_from(t.uuid.clone())
-        .map_err(|e| format!("bad UUID as server name: {e}"))?;
+    let name =
+        ServerName::try_from(uuid.clone()).map_err(|e| format!("bad UUID as server name: {e}"))?;
     let mut tls = tokio::time::timeout(timeout, connector.connect(name, tcp))
         .await
         .map_err(to("in the TLS handshake"))?
@@ -123,6 +130,34 @@ async fn fetch_one(
     }
     let _ = tls.shutdown().await;
     pull::decode(&buf, limit).map_err(|e| e.to_string())
+}
+
+/// Legacy plaintext (spec §3.4): the raw agent output up to EOF. Only for hosts without a
+/// registration, and only when the operator allowed it.
+async fn plaintext(
+    mut tcp: TcpStream,
+    first: [u8; 2],
+    timeout: Duration,
+    limit: usize,
+) -> Result<Vec<u8>, String> {
+    if &first == pull::TLS_MARKER {
+        return Err(
+            "the agent offers TLS but the host has no registration here; register it first".into(),
+        );
+    }
+    let mut buf = first.to_vec();
+    let mut limited = (&mut tcp).take(limit as u64 + 1);
+    tokio::time::timeout(timeout, limited.read_to_end(&mut buf))
+        .await
+        .map_err(|_| "timeout while reading agent data".to_string())?
+        .map_err(|e| format!("reading agent data failed: {e}"))?;
+    if buf.len() > limit {
+        return Err(format!("agent data exceeds the limit of {limit} bytes"));
+    }
+    if !buf.starts_with(b"<<") {
+        return Err("agent output does not begin with '<<'".into());
+    }
+    Ok(buf)
 }
 
 pub fn run(dir: &Path, a: &FetchArgs) -> CliResult<FetchOut> {

@@ -68,7 +68,8 @@ async fn ingest(st: &Arc<AppState>, uuid: &str, req: Request) -> Result<(), ApiE
         };
         match store::get_host(c, &reg.host)? {
             Some(h) if h.mode == "push-agent" => Ok(Ok(h.name)),
-            Some(h) => Ok(Err(format!("Host {} is not a push host", h.name))),
+            // Checkmk's texts, verbatim.
+            Some(_) => Ok(Err("Host is not a push host".to_string())),
             None => Ok(Err("Host is not registered".to_string())),
         }
     })?;
@@ -140,10 +141,10 @@ async fn ingest(st: &Arc<AppState>, uuid: &str, req: Request) -> Result<(), ApiE
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("Decompressed agent data exceeds the limit of {n} bytes"),
             ),
-            other => ApiError::new(
-                StatusCode::BAD_REQUEST,
-                format!("Decompression failed: {other}"),
-            ),
+            other => ApiError::new(StatusCode::BAD_REQUEST, {
+                tracing::info!("decompression of agent data failed: {other}");
+                "Decompression of agent data failed".to_string()
+            }),
         })?;
     st.db
         .write(move |c| store_output(c, &host, "push", &data).map_err(ApiError::from))

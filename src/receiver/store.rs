@@ -681,10 +681,21 @@ fn writer_loop(c: &mut Connection, rx: mpsc::Receiver<Job>) {
             tracing::error!("database busy, dropping {} writes: {e}", jobs.len());
             continue;
         }
+        let mut panicked = false;
         for j in jobs {
-            finishers.push(j(c));
+            // A panicking job (a bug) must not take the writer thread down with it: its
+            // caller sees the database as unavailable, and the batch is rolled back so no
+            // half-done job is committed.
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| j(c))) {
+                Ok(f) => finishers.push(f),
+                Err(_) => panicked = true,
+            }
         }
-        let commit = c.execute_batch("COMMIT").map_err(|e| e.to_string());
+        let commit = if panicked {
+            Err("a write job panicked; batch rolled back".to_string())
+        } else {
+            c.execute_batch("COMMIT").map_err(|e| e.to_string())
+        };
         if commit.is_err() {
             let _ = c.execute_batch("ROLLBACK");
         }

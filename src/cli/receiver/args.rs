@@ -334,6 +334,10 @@ pub struct FetchArgs {
     /// Largest agent output after decompression in bytes.
     #[arg(long, default_value_t = 64 * 1024 * 1024)]
     pub max_output_bytes: usize,
+    /// Also pull hosts without a registration in legacy plaintext mode (spec §3.4).
+    /// A registered host is always pulled over TLS; plaintext from it is refused.
+    #[arg(long)]
+    pub allow_plaintext: bool,
 }
 
 #[derive(Debug, Args)]
