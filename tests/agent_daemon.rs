@@ -160,6 +160,15 @@ fn pulls_are_served_over_mutual_tls_and_guarded() {
         raw_read(d.addr, Duration::from_millis(500)).starts_with(b"16")
     });
 
+    // Deleting the registration stops serving it without a restart.
+    a.run(&["delete-all", "--json"])
+        .ok("tether.delete.schema.json");
+    eventually(
+        Duration::from_secs(10),
+        "deleted connection no longer served",
+        || raw_read(d.addr, Duration::from_millis(500)).is_empty(),
+    );
+
     assert_eq!(d.stop(), 0, "graceful exit on SIGTERM");
 }
 
@@ -289,4 +298,24 @@ fn agent_socket_protocol() {
         .as_str()
         .unwrap()
         .contains("does not exist"));
+}
+
+#[test]
+fn dual_stack_listener_treats_mapped_ipv4_as_ipv4() {
+    let a = Agent::new();
+    // The allow-list names IPv4 only: an IPv4 peer on the IPv6 wildcard socket arrives as
+    // ::ffff:127.0.0.1 and must still match, while ::1 must not.
+    let cfg = config("legacy_plaintext = true\nallowed_ip = [\"127.0.0.0/8\"]");
+    let d = Daemon::start_on(&a, &cfg, "[::]:0", &[]);
+    let port = d.port();
+    let want = std::fs::read(fixture()).unwrap();
+    let v4: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    assert_eq!(raw_read(v4, Duration::from_secs(5)), want);
+    if std::net::TcpListener::bind("[::1]:0").is_ok() {
+        let v6: std::net::SocketAddr = format!("[::1]:{port}").parse().unwrap();
+        assert!(
+            raw_read(v6, Duration::from_secs(2)).is_empty(),
+            "::1 is not in the allow-list"
+        );
+    }
 }

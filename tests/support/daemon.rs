@@ -32,13 +32,18 @@ pub struct Daemon {
 impl Daemon {
     /// `tether daemon` on 127.0.0.1 (ephemeral port), with `config` as its tether.toml.
     pub fn start(agent: &Agent, config: &str, args: &[&str]) -> Daemon {
+        Self::start_on(agent, config, "127.0.0.1:0", args)
+    }
+
+    /// Like `start`, listening on `listen` (e.g. `[::]:0` for dual-stack).
+    pub fn start_on(agent: &Agent, config: &str, listen: &str, args: &[&str]) -> Daemon {
         agent.write_config(config);
         let ready = agent.path("daemon.ready");
         let _ = std::fs::remove_file(&ready);
         let mut cmd = agent.command(&[
             "daemon",
             "--listen",
-            "127.0.0.1:0",
+            listen,
             "--ready-file",
             ready.to_str().unwrap(),
         ]);
