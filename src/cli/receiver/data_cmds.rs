@@ -1,0 +1,39 @@
+//! Data commands: the latest agent output of a host, and the audit log.
+use std::path::Path;
+
+use super::args::AuditArgs;
+use super::db::read;
+use super::output::{AgentDataOut, AuditList};
+use crate::cli::error::{CliError, CliResult, ErrorCode};
+use crate::receiver::store;
+use crate::wire::certs;
+
+pub(super) fn agent_data(dir: &Path, host: &str) -> CliResult<AgentDataOut> {
+    crate::wire::validate::validate_host_name(host)?;
+    read(dir, |c| {
+        let Some((at, via, data)) = crate::receiver::ingest::latest_output(c, host)? else {
+            return Err(CliError::new(
+                ErrorCode::NotFound,
+                format!("no agent data for host {host}"),
+            ));
+        };
+        Ok(AgentDataOut {
+            ok: true,
+            host: host.to_string(),
+            via,
+            received_at: certs::rfc3339(at),
+            age_secs: store::now() - at,
+            bytes: data.len(),
+            output: String::from_utf8_lossy(&data).into_owned(),
+        })
+    })
+}
+
+pub(super) fn audit(dir: &Path, a: AuditArgs) -> CliResult<AuditList> {
+    read(dir, |c| {
+        Ok(AuditList {
+            ok: true,
+            entries: store::list_audit(c, a.host.as_deref(), a.limit.max(0))?,
+        })
+    })
+}

@@ -1,0 +1,146 @@
+//! Site commands: `init`, `fingerprint`, `serve`.
+use std::path::Path;
+use std::sync::Arc;
+
+use super::args::{InitArgs, ServeArgs};
+use super::db::{open_db, read};
+use super::output::{FingerprintOut, InitOut, ServeOut};
+use crate::cli::error::{CliError, CliResult, ErrorCode};
+use crate::receiver::{admin, api, auth, ca, store};
+
+pub(super) fn init(dir: &Path, a: InitArgs) -> CliResult<InitOut> {
+    crate::wire::validate::validate_site_name(&a.site)?;
+    for s in &a.sans {
+        if s.is_empty() || s.len() > 253 || s.contains(['/', ' ', '\\']) {
+            return Err(CliError::usage(format!("invalid --san {s:?}")));
+        }
+    }
+    std::fs::create_dir_all(dir)
+        .map_err(|e| CliError::local_state(format!("cannot create {}: {e}", dir.display())))?;
+    // Check the site before creating keys, so a mismatched re-init changes nothing.
+    let dbp = store::db_path(dir);
+    if dbp.exists() {
+        let c = open_db(dir)?;
+        if let Some(s) = store::get_setting(&c, admin::SETTING_SITE)? {
+            if s != a.site {
+                return Err(CliError::new(
+                    ErrorCode::Conflict,
+                    format!(
+                        "{} is already initialised for site {s:?}, not {:?}",
+                        dir.display(),
+                        a.site
+                    ),
+                ));
+            }
+        }
+    }
+    let created =
+        ca::init(dir, &a.site, &a.sans).map_err(|e| CliError::local_state(e.to_string()))?;
+    let lifetime = a.cert_lifetime.as_secs().max(3600) as i64;
+    let db_new = !dbp.exists();
+    let mut c = store::open(&dbp)
+        .map_err(|e| CliError::local_state(format!("cannot create database: {e}")))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&dbp, std::fs::Permissions::from_mode(0o600));
+    }
+    let db_changed = store::with_tx(&mut c, |c| admin::init_db(c, &a.site, lifetime))?;
+    let mut created = created;
+    if db_new {
+        created.push(store::DB_FILE.into());
+    }
+    Ok(InitOut {
+        ok: true,
+        site: a.site,
+        dir: dir.display().to_string(),
+        fingerprint: ca::server_fingerprint(dir)
+            .map_err(|e| CliError::local_state(e.to_string()))?,
+        changed: !created.is_empty() || db_changed,
+        created,
+    })
+}
+
+pub(super) fn fingerprint(dir: &Path) -> CliResult<FingerprintOut> {
+    ca::server_fingerprint(dir)
+        .map(|fingerprint| FingerprintOut {
+            ok: true,
+            fingerprint,
+        })
+        .map_err(|e| CliError::local_state(e.to_string()).hint("run tether-receiver init first"))
+}
+
+pub(super) fn serve(dir: &Path, a: ServeArgs) -> CliResult<ServeOut> {
+    crate::wire::tls::install_default_provider();
+    let (site, lifetime) = read(dir, |c| Ok((admin::site(c)?, admin::cert_lifetime(c)?)))?;
+    let keys = ca::SiteKeys::load(dir).map_err(|e| CliError::local_state(e.to_string()))?;
+    let db =
+        store::Db::open(&store::db_path(dir)).map_err(|e| CliError::local_state(e.to_string()))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::internal(format!("cannot start runtime: {e}")))?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&a.listen)
+            .await
+            .map_err(|e| CliError::usage(format!("cannot listen on {}: {e}", a.listen)))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| CliError::internal(e.to_string()))?;
+        let st = Arc::new(api::AppState {
+            site,
+            keys,
+            db,
+            cache: auth::CredentialCache::new(a.credential_cache_ttl),
+            limiter: auth::FailureLimiter::new(a.auth_fail_burst, a.auth_fail_per_minute),
+            limits: api::Limits {
+                max_body: a.max_body_bytes,
+                max_push: a.max_push_bytes,
+                max_output: a.max_output_bytes,
+                request_timeout: a.request_timeout,
+                handshake_timeout: a.handshake_timeout,
+                header_timeout: a.header_timeout,
+            },
+            cert_lifetime: lifetime,
+            port: addr.port(),
+            argon2_slots: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()) * 2,
+            ),
+        });
+        if let Some(f) = &a.ready_file {
+            ca::write_atomic(f, addr.to_string().as_bytes(), 0o644)
+                .map_err(|e| CliError::local_state(e.to_string()))?;
+        }
+        tracing::info!("listening on https://{addr}/{}/agent-receiver/", st.site);
+        crate::receiver::server::serve(st, listener, shutdown_signal())
+            .await
+            .map_err(CliError::local_state)?;
+        tracing::info!("shut down");
+        Ok(ServeOut {
+            ok: true,
+            listen: addr.to_string(),
+        })
+    })
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {},
+                    _ = tokio::signal::ctrl_c() => {},
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

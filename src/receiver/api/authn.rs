@@ -1,0 +1,77 @@
+//! Authentication of API users: HTTP Basic credentials, with rate limiting of failures.
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use axum::http::{HeaderMap, StatusCode};
+
+use super::audit::a_ip;
+use super::{header, ApiError, ApiResult, AppState};
+use crate::receiver::auth;
+use crate::receiver::perms::Principal;
+use crate::receiver::store::{self, Audit};
+
+pub(super) fn check_rate(st: &AppState, ip: IpAddr) -> ApiResult<()> {
+    if st.limiter.allowed(ip) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("Too many failed authentication attempts from {ip}; wait and try again."),
+        ))
+    }
+}
+
+/// HTTP Basic authentication against the user table, with the verified-credential cache.
+pub(super) async fn authenticate(
+    st: &Arc<AppState>,
+    headers: &HeaderMap,
+    a: &mut Audit,
+) -> ApiResult<Principal> {
+    let ip = a_ip(a);
+    check_rate(st, ip)?;
+    let Some((user, password)) = header(headers, "authorization").and_then(auth::parse_basic)
+    else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "Missing or malformed HTTP Basic credentials",
+        ));
+    };
+    a.actor = user.chars().take(128).collect();
+    let db = st.db.clone();
+    let name = user.clone();
+    let found = db.read(move |c| match store::get_user(c, &name)? {
+        Some(u) => Ok(Some(Principal::load(c, u)?)),
+        None => Ok(None),
+    })?;
+    let denied = || ApiError::new(StatusCode::UNAUTHORIZED, "Invalid credentials");
+    match found {
+        Some(p) if st.cache.hit(&user, &password, &p.user.pw_hash) => Ok(p),
+        Some(p) => {
+            let _slot = st
+                .argon2_slots
+                .acquire()
+                .await
+                .map_err(ApiError::internal)?;
+            let hash = p.user.pw_hash.clone();
+            let pw = password.clone();
+            let ok = tokio::task::spawn_blocking(move || auth::verify_password(&pw, &hash))
+                .await
+                .unwrap_or(false);
+            if ok {
+                st.cache.insert(&user, &password, &p.user.pw_hash);
+                Ok(p)
+            } else {
+                Err(denied())
+            }
+        }
+        None => {
+            let _slot = st
+                .argon2_slots
+                .acquire()
+                .await
+                .map_err(ApiError::internal)?;
+            let _ = tokio::task::spawn_blocking(move || auth::dummy_verify(&password)).await;
+            Err(denied())
+        }
+    }
+}

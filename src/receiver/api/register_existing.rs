@@ -1,0 +1,276 @@
+//! `register_existing` and `register_existing_token`: registering an agent for a host that
+//! already exists, authenticated by a user or by a one-time token.
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::audit::{a_ip, audit_base, log_outcome, refused};
+use super::authn::{authenticate, check_rate};
+use super::{
+    check_uuid, conn_info, csr_and_sign, ext, header, into_response, parse_json, read_body,
+    ApiError, ApiResult, AppState,
+};
+use crate::receiver::auth;
+use crate::receiver::perms::{self, Principal};
+use crate::receiver::store::{self, Audit};
+use crate::wire::api::{ConnectionMode, RegisterExistingRequest, RegisterExistingResponse};
+use crate::wire::{certs, validate};
+
+enum Who {
+    User(Box<Principal>),
+    Token { id: i64, secret: String },
+}
+
+pub(super) async fn register_existing(State(st): State<Arc<AppState>>, req: Request) -> Response {
+    into_response(register_existing_impl(st, req, false).await)
+}
+
+pub(super) async fn register_existing_token(
+    State(st): State<Arc<AppState>>,
+    req: Request,
+) -> Response {
+    into_response(register_existing_impl(st, req, true).await)
+}
+
+async fn register_existing_impl(
+    st: Arc<AppState>,
+    req: Request,
+    token: bool,
+) -> ApiResult<RegisterExistingResponse> {
+    let ci = conn_info(&req)?;
+    let mut a = audit_base(
+        &ci,
+        if token {
+            "register_existing_token"
+        } else {
+            "register_existing"
+        },
+    );
+    match register_existing_inner(&st, req, token, &mut a).await {
+        Ok(r) => Ok(r),
+        Err(e) => Err(refused(&st, a, e).await),
+    }
+}
+
+async fn register_existing_inner(
+    st: &Arc<AppState>,
+    req: Request,
+    token: bool,
+    a: &mut Audit,
+) -> ApiResult<RegisterExistingResponse> {
+    let (parts, body) = req.into_parts();
+    // Read the (small, bounded) body before any refusal, so the client always gets to see
+    // the response instead of a connection reset mid-upload.
+    let body = read_body(body, st.limits.max_body).await?;
+    let who = if token {
+        check_rate(st, a_ip(a))?;
+        let (id, secret) = header(&parts.headers, "authorization")
+            .and_then(auth::parse_token)
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "Missing or malformed CMK-TOKEN authorization",
+                )
+            })?;
+        a.actor = format!("token:{id}");
+        Who::Token { id, secret }
+    } else {
+        Who::User(Box::new(authenticate(st, &parts.headers, a).await?))
+    };
+    let r: RegisterExistingRequest = parse_json(&body)?;
+    a.uuid = Some(r.uuid.chars().take(64).collect());
+    a.host = Some(r.host_name.chars().take(253).collect());
+    check_uuid(&r.uuid)?;
+    // Checkmk's text; our rule is stricter (no ':' or path characters, nothing that could
+    // traverse a path).
+    validate::validate_host_name(&r.host_name).map_err(|_| {
+        ApiError::bad_request(format!(
+            "Invalid host name: '{}'",
+            r.host_name.chars().take(253).collect::<String>()
+        ))
+    })?;
+    let issued = csr_and_sign(st, &r.csr, &r.uuid)?;
+    let site = st.site.clone();
+    let audit = a.clone();
+    let mode = st
+        .db
+        .write(move |c| -> ApiResult<ConnectionMode> {
+            let now = store::now();
+            let host = store::get_host(c, &r.host_name)?;
+            let may_reregister = match &who {
+                Who::User(p) => {
+                    let allowed = match &host {
+                        Some(h) => perms::may_register_existing(c, p, h)?,
+                        // Only users who could see any host learn that it does not exist.
+                        None => {
+                            p.has(perms::REGISTER_ANY_EXISTING)
+                                || p.has(perms::SEE_ALL_FOLDERS)
+                                || p.has(perms::ALL_FOLDERS)
+                        }
+                    };
+                    if !allowed {
+                        // Checkmk's text, verbatim (its typo included): scripts match on it.
+                        return Err(ApiError::new(
+                            StatusCode::FORBIDDEN,
+                            "You have insufficient permissions to register this host. You either \
+                             need the explicit permission to register any host, the explict \
+                             permission to register this host or read and write access to this host.",
+                        ));
+                    }
+                    p.has(perms::REREGISTER_HOST)
+                }
+                Who::Token { id, secret } => {
+                    use_token(c, *id, secret, &r.host_name, &r.uuid, now)?;
+                    false
+                }
+            };
+            let host = host.ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    format!("Host {} does not exist.", r.host_name),
+                )
+            })?;
+            check_host_here(&host, &site)?;
+            identity_lock(c, &host.name, &r.uuid, may_reregister, now)?;
+            let mode = ConnectionMode::parse(&host.mode).unwrap_or(ConnectionMode::Pull);
+            let by = audit.actor.clone();
+            store::insert_registration(
+                c,
+                &r.uuid,
+                &host.name,
+                mode.as_str(),
+                &by,
+                &issued.serial_hex,
+                issued.not_after,
+            )?;
+            let mut ok = audit.clone();
+            ok.outcome = "registered".into();
+            ok.detail = format!("certificate serial {}", issued.serial_hex);
+            store::audit(c, &ok)?;
+            log_outcome(&ok);
+            Ok(mode)
+        })
+        .await??;
+    Ok(RegisterExistingResponse {
+        root_cert: st.keys.site_ca_pem.clone(),
+        agent_cert: issued.pem,
+        connection_mode: mode,
+        tether: ext(),
+    })
+}
+
+fn check_host_here(host: &store::Host, site: &str) -> ApiResult<()> {
+    if host.site != site {
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!(
+                "This host is monitored on the site {}, but you tried to register it at the site {site}.",
+                host.site
+            ),
+        ));
+    }
+    if host.cluster {
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "This host is a cluster host. Register its nodes instead.",
+        ));
+    }
+    Ok(())
+}
+
+/// Validates and consumes a one-time token inside the registration's transaction, so a token
+/// can never be used twice, even by concurrent requests.
+fn use_token(
+    c: &Connection,
+    id: i64,
+    secret: &str,
+    host: &str,
+    uuid: &str,
+    now: i64,
+) -> ApiResult<()> {
+    type TokenRow = (String, Vec<u8>, i64, Option<i64>, bool);
+    let row: Option<TokenRow> = c
+        .query_row(
+            "SELECT host, secret_sha256, expires_at, used_at, revoked FROM tokens WHERE id=?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        )
+        .optional()?;
+    let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, m.to_string());
+    let Some((thost, digest, expires, used, revoked)) = row else {
+        return Err(unauthorized("Invalid token"));
+    };
+    if !auth::token_matches(secret, &digest) {
+        return Err(unauthorized("Invalid token"));
+    }
+    if revoked {
+        return Err(unauthorized("Token has been revoked"));
+    }
+    if used.is_some() {
+        return Err(unauthorized("Token has already been used"));
+    }
+    if expires <= now {
+        return Err(unauthorized("Token has expired"));
+    }
+    if thost != host {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("This token is not valid for host {host}."),
+        ));
+    }
+    c.execute(
+        "UPDATE tokens SET used_at=?2, used_by_uuid=?3 WHERE id=?1",
+        params![id, now, uuid],
+    )?;
+    Ok(())
+}
+
+/// **ext** identity lock: a host with a live registration under another UUID is not taken
+/// over unless the user may re-register hosts; then the old link is revoked.
+fn identity_lock(
+    c: &Connection,
+    host: &str,
+    uuid: &str,
+    may_reregister: bool,
+    now: i64,
+) -> ApiResult<()> {
+    if let Some(reg) = store::get_registration(c, uuid)? {
+        if reg.host != host && reg.live(now) && !may_reregister {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "UUID {uuid} is already registered for host {}. Unregister it first \
+                         (tether-receiver unregister {}) or use a user with permission {}.",
+                    reg.host,
+                    reg.host,
+                    perms::REREGISTER_HOST
+                ),
+            ));
+        }
+    }
+    let others: Vec<_> = store::registrations_of_host(c, host)?
+        .into_iter()
+        .filter(|r| r.uuid != uuid && r.live(now))
+        .collect();
+    if !others.is_empty() && !may_reregister {
+        let o = &others[0];
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "Host {host} is already registered with UUID {} (certificate valid until {}). \
+                 Unregister it first (tether-receiver unregister {host}), or register with a user \
+                 holding permission {}.",
+                o.uuid,
+                o.cert_not_after.map(certs::rfc3339).unwrap_or_default(),
+                perms::REREGISTER_HOST
+            ),
+        ));
+    }
+    for o in others {
+        store::revoke_registration(c, &o.uuid)?;
+    }
+    Ok(())
+}
