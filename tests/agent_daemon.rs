@@ -319,3 +319,18 @@ fn dual_stack_listener_treats_mapped_ipv4_as_ipv4() {
         );
     }
 }
+
+#[test]
+fn sigterm_lets_a_pull_in_flight_finish() {
+    let a = Agent::new();
+    let slow = format!(
+        "[agent]\ncommand = [\"sh\", \"-c\", \"sleep 1; cat {}\"]\n[pull]\nlegacy_plaintext = true\n",
+        fixture().display()
+    );
+    let d = Daemon::start(&a, &slow, &[]);
+    let addr = d.addr;
+    let reader = std::thread::spawn(move || raw_read(addr, Duration::from_secs(10)));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(d.stop(), 0);
+    assert_eq!(reader.join().unwrap(), std::fs::read(fixture()).unwrap());
+}

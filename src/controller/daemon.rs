@@ -229,6 +229,15 @@ async fn run_async(
     for t in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
     }
+    // Pulls already accepted finish (each phase has its own timeout anyway).
+    let phase = shared
+        .config
+        .read()
+        .map(|c| c.pull.phase_timeout_secs)
+        .unwrap_or(20);
+    if !shared.drain(Duration::from_secs(phase)).await {
+        tracing::warn!("stopping with pulls still in flight");
+    }
     Ok(())
 }
 

@@ -227,6 +227,7 @@ pub struct Shared {
     cache: FrameCache,
     pub health: Arc<super::daemon::HealthRecorder>,
     pub conns: tokio::sync::Semaphore,
+    max_conns: usize,
 }
 
 impl Shared {
@@ -245,6 +246,7 @@ impl Shared {
             cache: FrameCache::default(),
             health,
             conns: tokio::sync::Semaphore::new(max),
+            max_conns: max,
         })
     }
     pub fn set_state(&self, s: PullState) {
@@ -261,6 +263,17 @@ impl Shared {
             *g = Arc::new(c);
         }
         Ok(())
+    }
+    /// Waits until no pull is in flight, or `limit` passes; true when drained.
+    pub async fn drain(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.conns.available_permits() < self.max_conns {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
     }
     fn state(&self) -> Arc<PullState> {
         self.state
