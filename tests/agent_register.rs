@@ -571,3 +571,37 @@ fn status_reports_remote_errors_per_connection() {
     assert_eq!(st["connections"][0]["remote"]["status"], "error");
     assert_eq!(st["connections"][0]["remote"]["error"]["code"], "network");
 }
+
+#[test]
+fn port_discovery_failure_says_what_to_do() {
+    // Without :PORT the port is asked from the site's web server (443, then 80); nothing
+    // serves those on loopback here, so the error must name the fix.
+    if std::net::TcpStream::connect("127.0.0.1:443").is_ok()
+        || std::net::TcpStream::connect("127.0.0.1:80").is_ok()
+    {
+        return; // a web server on this machine would answer; nothing to prove here
+    }
+    let a = Agent::new();
+    let r = a.run_with(
+        &[
+            "register",
+            "--json",
+            "-s",
+            "127.0.0.1",
+            "-i",
+            "s",
+            "-H",
+            "h",
+            "-U",
+            "u",
+            "--password-stdin",
+            "--trust-fingerprint",
+            &format!("sha256:{}", "00".repeat(32)),
+        ],
+        Some(PASSWORD),
+        &[],
+    );
+    let e = r.err("network", 9);
+    assert!(e["error"]["message"].as_str().unwrap().contains("discover"));
+    assert!(e["error"]["hint"].as_str().unwrap().contains(":8000"));
+}
