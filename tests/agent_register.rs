@@ -605,3 +605,53 @@ fn port_discovery_failure_says_what_to_do() {
     assert!(e["error"]["message"].as_str().unwrap().contains("discover"));
     assert!(e["error"]["hint"].as_str().unwrap().contains(":8000"));
 }
+
+#[test]
+fn probe_checks_trust_without_credentials() {
+    let rcv = receiver_with_hosts("s10");
+    let a = Agent::new();
+    let server = rcv.server();
+    let ok = a
+        .run(&[
+            "probe",
+            "--json",
+            "-s",
+            &server,
+            "-i",
+            "s10",
+            "--trust-fingerprint",
+            &rcv.fingerprint,
+        ])
+        .ok("tether.probe.schema.json");
+    assert_eq!(ok["changed"], false);
+    assert_eq!(ok["trust"], "fingerprint");
+    assert!(ok["server_fingerprints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f == rcv.fingerprint.as_str()));
+    let wrong = format!("sha256:{}", "cd".repeat(32));
+    a.run(&[
+        "probe",
+        "--json",
+        "-s",
+        &server,
+        "-i",
+        "s10",
+        "--trust-fingerprint",
+        &wrong,
+    ])
+    .err("trust", 8);
+    let e = a
+        .run(&["probe", "--json", "-s", &server, "-i", "s10"])
+        .err("trust", 8);
+    assert!(e["error"]["server_fingerprints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f == rcv.fingerprint.as_str()));
+    assert!(!a.path("registry.json").exists(), "a probe stores nothing");
+    // Nothing reached the audit log: no credentials were sent.
+    let audit = rcv.admin_json(&["audit"]);
+    assert!(audit["entries"].as_array().unwrap().is_empty(), "{audit}");
+}

@@ -213,6 +213,21 @@ def status(query_remote=True, tether_bin=None, tether_home=None):
     return _run("status", args, tether_bin=tether_bin, tether_home=tether_home)
 
 
+def probe(server, site, trust_fingerprint=None, root_ca=None, trust_cert=False, tether_bin=None, tether_home=None):
+    """
+    Check that the receiver is reachable and trusted as given (``tether probe --json``):
+    no credentials are sent and nothing is stored. Fails with ``[trust]`` on a wrong pin.
+
+    CLI example:
+
+    .. code-block:: bash
+
+        salt '*' tether.probe monitor.example.com:8000 mysite trust_fingerprint=sha256:...
+    """
+    args = ["-s", server, "-i", site] + _trust_args(trust_fingerprint, root_ca, trust_cert)
+    return _run("probe", args, tether_bin=tether_bin, tether_home=tether_home)
+
+
 def register(
     server,
     site,

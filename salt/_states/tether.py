@@ -252,6 +252,11 @@ def registered(
             reason = "not registered with {}/{}".format(server, site)
 
         if __opts__.get("test"):
+            # Prove the pinned trust without credentials, so test=True catches a wrong pin.
+            if trust_fingerprint or root_ca or trust_cert:
+                __salt__["tether.probe"](
+                    server, site, trust_fingerprint=trust_fingerprint, root_ca=root_ca, trust_cert=trust_cert, **common
+                )
             after = dict(before)
             after.pop("uuid", None)
             after.update({"server": server, "site": site})

@@ -132,6 +132,19 @@ impl Client {
         self.decode(resp)
     }
 
+    /// GET without credentials: any HTTP answer proves reachability and trust. Returns
+    /// the fingerprints of the chain the server presented.
+    pub fn reachable(&self, path: &str) -> Result<Vec<String>, CliError> {
+        match self.agent.get(&self.url(path)).call() {
+            Ok(_) | Err(ureq::Error::Status(..)) => Ok(self
+                .observed
+                .lock()
+                .map(|o| o.chain_fingerprints.clone())
+                .unwrap_or_default()),
+            Err(e) => Err(self.map_error(e)),
+        }
+    }
+
     pub fn get_json<R: DeserializeOwned>(&self, path: &str) -> Result<R, CliError> {
         self.decode(self.agent.get(&self.url(path)).call())
     }

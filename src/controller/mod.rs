@@ -6,6 +6,7 @@ pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod keys;
+pub mod probe;
 pub mod pull_server;
 pub mod push;
 pub mod register;

@@ -106,17 +106,22 @@ fn resolve_trust(choice: &TrustChoice, target: &Target, reg: &Registry) -> CliRe
                 return Ok(TrustMode::Roots(roots));
             }
             let fps = client::probe_fingerprints(&target.host, target.port)?;
-            Err(CliError::new(
-                ErrorCode::Trust,
-                format!(
-                    "the receiver at {} is not trusted yet and no trust option was given",
-                    super::state::format_server(&target.host, target.port)
-                ),
-            )
-            .fingerprints(fps)
-            .hint("compare with `tether-receiver fingerprint` on the site, then pass --trust-fingerprint sha256:HEX (or --root-ca FILE)"))
+            Err(untrusted_error(target, fps))
         }
     }
+}
+
+/// No trust option for a first contact: exit 8, with what the server presented.
+pub fn untrusted_error(target: &Target, fingerprints: Vec<String>) -> CliError {
+    CliError::new(
+        ErrorCode::Trust,
+        format!(
+            "the receiver at {} is not trusted yet and no trust option was given",
+            super::state::format_server(&target.host, target.port)
+        ),
+    )
+    .fingerprints(fingerprints)
+    .hint("compare with `tether-receiver fingerprint` on the site, then pass --trust-fingerprint sha256:HEX (or --root-ca FILE)")
 }
 
 /// Checks what a receiver returned before anything is stored.

@@ -273,6 +273,17 @@ def test_wrong_fingerprint_fails_clearly(receiver, argv_wrapper, tmp_path):
     assert receiver.fingerprint.lower() in out.lower() or "sha256:" in out, out
     assert_no_password(out, argv_log)
     assert connections(home) == []
+    # Check mode catches the wrong pin too (tether probe: no credentials sent).
+    rc, out, stats = playbook(tmp_path, [
+        "-i", "localhost,", "-c", "local", "--check", HERE / "playbooks" / "register_one.yml",
+        "-e", json.dumps({
+            "server": receiver.address, "site": SITE, "host_name": "web03", "user": REG_USER,
+            "password": REG_PASSWORD, "fingerprint": WRONG_FINGERPRINT, "tether_bin": str(wrapper),
+            "tether_home": str(home),
+        }),
+    ], check=False)
+    assert rc != 0 and "failed [trust]" in out, out
+    assert connections(home) == []
 
 
 def test_conflict_force_and_absent(receiver, argv_wrapper, tmp_path):

@@ -150,3 +150,7 @@ def test_salt_wrong_fingerprint(pillar, tmp_path):
     assert st["result"] is False and "failed [trust]" in st["comment"], st
     assert REG_PASSWORD not in out
     assert connections(Path(pillar["tether_home"])) == []
+    # test=True catches the wrong pin too (tether probe: no credentials sent).
+    rc, doc, out = salt_call(conf, "state.apply", "tether", "test=True")
+    st = only_state(doc)
+    assert st["result"] is False and "failed [trust]" in st["comment"], st

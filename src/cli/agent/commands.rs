@@ -65,6 +65,7 @@ pub fn run(cli: Cli) -> i32 {
             Err(e) => finish::<ProxyRegisterOutput>(json, Err(e)),
         },
         Command::Import(a) => finish(json, cmd_import(&store, a)),
+        Command::Probe(a) => finish(json, cmd_probe(a)),
         Command::Status(a) => finish(json, cmd_status(&store, a)),
         Command::Delete(a) => finish(json, cmd_delete(&store, Some(&a.connection))),
         Command::DeleteAll => finish(json, cmd_delete(&store, None)),
@@ -217,6 +218,20 @@ fn cmd_proxy_register(a: super::ProxyRegisterArgs) -> CliResult<ProxyResult> {
             }))
         }
     }
+}
+
+fn cmd_probe(a: super::ProbeArgs) -> CliResult<ProbeOutput> {
+    let trust = a.trust.choice()?;
+    let target = a.server.target()?;
+    let p = crate::controller::probe::probe(&target, &trust)?;
+    Ok(ProbeOutput {
+        ok: true,
+        changed: false,
+        server: state::format_server(&target.host, target.port),
+        site: target.site,
+        trust: p.trust.to_string(),
+        server_fingerprints: p.server_fingerprints,
+    })
 }
 
 fn local_hostname() -> String {

@@ -41,6 +41,8 @@ pub enum Command {
     ProxyRegister(ProxyRegisterArgs),
     /// Import a connection bundle or a Checkmk registered_connections.json (FILE or -).
     Import(ImportArgs),
+    /// Check that a receiver is reachable and trusted (no credentials sent, nothing stored).
+    Probe(ProbeArgs),
     /// Local and remote state of every connection, and the agent source's health.
     Status(StatusArgs),
     /// Delete connections matching a UUID, host name or SERVER/SITE (local only).
@@ -141,6 +143,14 @@ pub struct ProxyRegisterArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct ProbeArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    #[command(flatten)]
+    pub trust: TrustArgs,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct ImportArgs {
     /// Bundle or registered_connections.json; `-` reads stdin.
     pub file: String,
@@ -221,6 +231,7 @@ pub fn schemas() -> Vec<(String, schemars::Schema)> {
             "tether.import.schema.json".into(),
             schema_for!(ImportOutput),
         ),
+        ("tether.probe.schema.json".into(), schema_for!(ProbeOutput)),
         (
             "tether.status.schema.json".into(),
             schema_for!(StatusOutput),

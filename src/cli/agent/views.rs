@@ -370,3 +370,28 @@ impl Render for PushOutput {
             .join("\n")
     }
 }
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ProbeOutput {
+    pub ok: bool,
+    /// Always false: a probe changes nothing.
+    pub changed: bool,
+    pub server: String,
+    pub site: String,
+    /// fingerprint, root_ca or insecure.
+    pub trust: String,
+    /// SHA-256 fingerprints of the chain the receiver presented, leaf first.
+    pub server_fingerprints: Vec<String>,
+}
+
+impl Render for ProbeOutput {
+    fn text(&self) -> String {
+        format!(
+            "Receiver {} (site {}) is reachable and trusted ({}).\n  presented: {}",
+            self.server,
+            self.site,
+            self.trust,
+            self.server_fingerprints.join("\n             ")
+        )
+    }
+}

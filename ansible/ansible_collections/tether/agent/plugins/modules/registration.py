@@ -368,6 +368,10 @@ def present(module, cli, result):
 
     result['reason'] = reason
     if module.check_mode:
+        # Without credentials, at least prove the pinned trust: a wrong fingerprint fails
+        # in check mode too instead of only in the real run.
+        if trust_args(p):
+            cli.run('probe', ['-s', p['server'], '-i', p['site']] + trust_args(p))
         result['changed'] = True
         result['action'] = 'replaced' if (others and not same) else 'registered'
         result['diff'] = dict(before=before, after=predicted_connection(p, before))
