@@ -106,25 +106,24 @@ fn registry_stamp(path: &Path) -> Option<(SystemTime, u64, u64)> {
     Some((m.modified().ok()?, m.len(), m.ino()))
 }
 
-pub fn run(
-    role: Role,
-    store: Store,
-    config_path: Option<PathBuf>,
-    listen_override: Vec<SocketAddr>,
-    ready_file: Option<PathBuf>,
-) -> CliResult<()> {
+/// What `tether daemon` / `tether pull` were asked to run.
+pub struct Options {
+    pub role: Role,
+    pub store: Store,
+    pub config_path: Option<PathBuf>,
+    /// Replaces `pull.listen` (tests, scripts).
+    pub listen_override: Vec<SocketAddr>,
+    /// Receives the bound pull addresses once listening.
+    pub ready_file: Option<PathBuf>,
+}
+
+pub fn run(opts: Options) -> CliResult<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("tether")
         .build()
         .map_err(|e| CliError::internal(format!("runtime: {e}")))?;
-    rt.block_on(run_async(
-        role,
-        store,
-        config_path,
-        listen_override,
-        ready_file,
-    ))
+    rt.block_on(run_async(opts))
 }
 
 fn load_config(
@@ -140,13 +139,14 @@ fn load_config(
     Ok(cfg)
 }
 
-async fn run_async(
-    role: Role,
-    store: Store,
-    config_path: Option<PathBuf>,
-    listen_override: Vec<SocketAddr>,
-    ready_file: Option<PathBuf>,
-) -> CliResult<()> {
+async fn run_async(opts: Options) -> CliResult<()> {
+    let Options {
+        role,
+        store,
+        config_path,
+        listen_override,
+        ready_file,
+    } = opts;
     let cfg = load_config(config_path.as_deref(), &store.home, &listen_override)?;
     let reg = store.load().map_err(super::register::state_err)?;
     let health = Arc::new(HealthRecorder::new(store.home.clone()));

@@ -100,7 +100,14 @@ pub fn run(cli: Cli) -> i32 {
 }
 
 fn daemon_exit(json: bool, role: daemon::Role, store: &Store, a: DaemonArgs) -> i32 {
-    match daemon::run(role, store.clone(), a.config, a.listen, a.ready_file) {
+    let opts = daemon::Options {
+        role,
+        store: store.clone(),
+        config_path: a.config,
+        listen_override: a.listen,
+        ready_file: a.ready_file,
+    };
+    match daemon::run(opts) {
         Ok(()) => 0,
         Err(e) => {
             report_error(json, &e);
