@@ -334,3 +334,34 @@ fn sigterm_lets_a_pull_in_flight_finish() {
     assert_eq!(d.stop(), 0);
     assert_eq!(reader.join().unwrap(), std::fs::read(fixture()).unwrap());
 }
+
+#[test]
+fn a_site_pulls_only_through_its_own_connection() {
+    // One host registered with two sites: each site's certificate opens only its own
+    // connection, even though both site CAs are trusted by the listener.
+    let s1 = receiver_with_hosts("x1");
+    let s2 = receiver_with_hosts("x2");
+    let a = Agent::new();
+    let u1 = a
+        .register(&s1, "h1", "reg", &[])
+        .ok("tether.register.schema.json")["connection"]["uuid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let u2 = a
+        .register(&s2, "h1", "reg", &[])
+        .ok("tether.register.schema.json")["connection"]["uuid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let d = Daemon::start(&a, &config(""), &[]);
+    let (cert, key) = (site_file(&s1, "server.pem"), site_file(&s1, "server.key"));
+    let ca1 = site_file(&s1, "agent-ca.pem");
+    let ca2 = site_file(&s2, "agent-ca.pem");
+    assert_eq!(python_pull(d.port(), &u1, &cert, &key, &ca1)["ok"], true);
+    let other = python_pull(d.port(), &u2, &cert, &key, &ca2);
+    assert_eq!(
+        other["ok"], false,
+        "site x1 pulled through x2's connection: {other}"
+    );
+}

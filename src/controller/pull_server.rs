@@ -27,11 +27,20 @@ use crate::wire::compression::Compression;
 use crate::wire::validate::looks_like_uuid;
 use crate::wire::{certs, pull, tls};
 
+/// One pull connection as the listener needs it.
+pub struct Served {
+    /// Send zstd: the site announced support at registration.
+    pub zstd: bool,
+    /// The connection's own site CA: the client certificate must chain to it, so one site
+    /// cannot pull through another site's connection.
+    pub roots: Vec<CertificateDer<'static>>,
+}
+
 /// What the listener serves, rebuilt whenever the registry changes.
 pub struct PullState {
     pub tls: Option<Arc<rustls::ServerConfig>>,
-    /// Per UUID: send zstd (the site announced support at registration).
-    pub zstd: HashMap<String, bool>,
+    /// Per served UUID: how to serve it.
+    pub served: HashMap<String, Served>,
     /// Any connection at all: plaintext is then never served.
     pub any_registered: bool,
     pub pull_connections: usize,
@@ -101,25 +110,32 @@ pub fn build_state(reg: &Registry) -> PullState {
     let provider = tls::provider();
     let mut keys = HashMap::new();
     let mut roots = RootCertStore::empty();
-    let mut zstd = HashMap::new();
+    let mut served = HashMap::new();
     for c in reg
         .connections
         .iter()
         .filter(|c| c.mode == ConnectionMode::Pull)
     {
-        let loaded = (|| -> Result<Arc<CertifiedKey>, String> {
+        let loaded = (|| -> Result<(Arc<CertifiedKey>, Vec<CertificateDer<'static>>), String> {
             let chain = certs::certs_from_pem(&c.agent_cert).map_err(|e| e.to_string())?;
             let key = certs::key_from_pem(&c.private_key).map_err(|e| e.to_string())?;
             let ck = CertifiedKey::from_der(chain, key, &provider).map_err(|e| e.to_string())?;
-            for r in certs::certs_from_pem(&c.root_cert).map_err(|e| e.to_string())? {
-                roots.add(r).map_err(|e| e.to_string())?;
+            let own = certs::certs_from_pem(&c.root_cert).map_err(|e| e.to_string())?;
+            for r in &own {
+                roots.add(r.clone()).map_err(|e| e.to_string())?;
             }
-            Ok(Arc::new(ck))
+            Ok((Arc::new(ck), own))
         })();
         match loaded {
-            Ok(ck) => {
+            Ok((ck, own)) => {
                 keys.insert(c.uuid.clone(), ck);
-                zstd.insert(c.uuid.clone(), c.fetcher_zstd);
+                served.insert(
+                    c.uuid.clone(),
+                    Served {
+                        zstd: c.fetcher_zstd,
+                        roots: own,
+                    },
+                );
             }
             Err(e) => tracing::warn!(uuid = %c.uuid, "connection not served: {e}"),
         }
@@ -150,7 +166,7 @@ pub fn build_state(reg: &Registry) -> PullState {
     };
     PullState {
         tls,
-        zstd,
+        served,
         any_registered: !reg.connections.is_empty(),
         pull_connections,
     }
@@ -398,7 +414,19 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         .server_name()
         .unwrap_or_default()
         .to_string();
-    let comp = if state.zstd.get(&uuid).copied().unwrap_or(false) {
+    let Some(conn) = state.served.get(&uuid) else {
+        return;
+    };
+    let peer = tls.get_ref().1.peer_certificates().unwrap_or_default();
+    let bound = peer.split_first().map(|(ee, rest)| {
+        super::trust::verify_chain(&conn.roots, ee, rest, UnixTime::now(), false)
+    });
+    if !matches!(bound, Some(Ok(()))) {
+        tracing::info!(%ip, %uuid, "pull refused: client certificate is not from this connection's site");
+        let _ = timeout(phase, tls.shutdown()).await;
+        return;
+    }
+    let comp = if conn.zstd {
         Compression::Zstd
     } else {
         Compression::Zlib
