@@ -126,36 +126,30 @@ pub struct User {
     pub pw_version: i64,
 }
 
+fn user_row(r: &rusqlite::Row) -> rusqlite::Result<User> {
+    Ok(User {
+        name: r.get(0)?,
+        role: r.get(1)?,
+        contact_groups: json_list(&r.get::<_, String>(2)?),
+        pw_hash: r.get(3)?,
+        pw_version: r.get(4)?,
+    })
+}
+
+const USER_COLS: &str = "name, role, contact_groups, pw_hash, pw_version";
+
 pub fn get_user(c: &Connection, name: &str) -> rusqlite::Result<Option<User>> {
     c.query_row(
-        "SELECT name, role, contact_groups, pw_hash, pw_version FROM users WHERE name=?1",
+        &format!("SELECT {USER_COLS} FROM users WHERE name=?1"),
         [name],
-        |r| {
-            Ok(User {
-                name: r.get(0)?,
-                role: r.get(1)?,
-                contact_groups: json_list(&r.get::<_, String>(2)?),
-                pw_hash: r.get(3)?,
-                pw_version: r.get(4)?,
-            })
-        },
+        user_row,
     )
     .optional()
 }
 
 pub fn list_users(c: &Connection) -> rusqlite::Result<Vec<User>> {
-    let mut st = c.prepare(
-        "SELECT name, role, contact_groups, pw_hash, pw_version FROM users ORDER BY name",
-    )?;
-    let rows = st.query_map([], |r| {
-        Ok(User {
-            name: r.get(0)?,
-            role: r.get(1)?,
-            contact_groups: json_list(&r.get::<_, String>(2)?),
-            pw_hash: r.get(3)?,
-            pw_version: r.get(4)?,
-        })
-    })?;
+    let mut st = c.prepare(&format!("SELECT {USER_COLS} FROM users ORDER BY name"))?;
+    let rows = st.query_map([], user_row)?;
     rows.collect()
 }
 
@@ -166,30 +160,26 @@ pub struct Role {
     pub permissions: Vec<String>,
 }
 
+fn role_row(r: &rusqlite::Row) -> rusqlite::Result<Role> {
+    Ok(Role {
+        name: r.get(0)?,
+        builtin: r.get(1)?,
+        permissions: json_list(&r.get::<_, String>(2)?),
+    })
+}
+
 pub fn get_role(c: &Connection, name: &str) -> rusqlite::Result<Option<Role>> {
     c.query_row(
         "SELECT name, builtin, permissions FROM roles WHERE name=?1",
         [name],
-        |r| {
-            Ok(Role {
-                name: r.get(0)?,
-                builtin: r.get(1)?,
-                permissions: json_list(&r.get::<_, String>(2)?),
-            })
-        },
+        role_row,
     )
     .optional()
 }
 
 pub fn list_roles(c: &Connection) -> rusqlite::Result<Vec<Role>> {
     let mut st = c.prepare("SELECT name, builtin, permissions FROM roles ORDER BY name")?;
-    let rows = st.query_map([], |r| {
-        Ok(Role {
-            name: r.get(0)?,
-            builtin: r.get(1)?,
-            permissions: json_list(&r.get::<_, String>(2)?),
-        })
-    })?;
+    let rows = st.query_map([], role_row)?;
     rows.collect()
 }
 
@@ -226,32 +216,28 @@ pub struct Folder {
     pub contact_groups: Vec<String>,
 }
 
+fn folder_row(r: &rusqlite::Row) -> rusqlite::Result<Folder> {
+    Ok(Folder {
+        path: r.get(0)?,
+        contact_groups: json_list(&r.get::<_, String>(1)?),
+    })
+}
+
 pub fn get_folder(c: &Connection, path: &str) -> rusqlite::Result<Option<Folder>> {
     c.query_row(
         "SELECT path, contact_groups FROM folders WHERE path=?1",
         [path],
-        |r| {
-            Ok(Folder {
-                path: r.get(0)?,
-                contact_groups: json_list(&r.get::<_, String>(1)?),
-            })
-        },
+        folder_row,
     )
     .optional()
 }
 
 pub fn list_folders(c: &Connection) -> rusqlite::Result<Vec<Folder>> {
     let mut st = c.prepare("SELECT path, contact_groups FROM folders ORDER BY path")?;
-    let rows = st.query_map([], |r| {
-        Ok(Folder {
-            path: r.get(0)?,
-            contact_groups: json_list(&r.get::<_, String>(1)?),
-        })
-    })?;
+    let rows = st.query_map([], folder_row)?;
     rows.collect()
 }
 
-/// Contact groups of a folder including those inherited from its ancestors.
 pub fn folder_groups_effective(c: &Connection, path: &str) -> rusqlite::Result<Vec<String>> {
     let mut out: Vec<String> = Vec::new();
     for p in folder_ancestry(path) {
