@@ -124,34 +124,16 @@ pub fn untrusted_error(target: &Target, fingerprints: Vec<String>) -> CliError {
     .hint("compare with `tether-receiver fingerprint` on the site, then pass --trust-fingerprint sha256:HEX (or --root-ca FILE)")
 }
 
-/// Checks what a receiver returned before anything is stored.
-fn checked_connection(
-    uuid: &str,
-    key_pem: &str,
-    root_cert: &str,
-    agent_cert: &str,
-) -> CliResult<()> {
-    let bad = |what: &str, e: String| {
+/// What a receiver returned (registration or renewal) must form a working connection
+/// before anything is stored: the same checks an imported bundle gets.
+pub fn accept_from_receiver(c: Connection) -> CliResult<Connection> {
+    super::bundle::validate_connection(&c).map_err(|e| {
         CliError::new(
             ErrorCode::Protocol,
-            format!("the receiver returned an unusable {what}: {e}"),
+            format!("the receiver returned an unusable registration: {e}"),
         )
-    };
-    certs::cert_from_pem(root_cert).map_err(|e| bad("root certificate", e.to_string()))?;
-    let der =
-        certs::cert_from_pem(agent_cert).map_err(|e| bad("agent certificate", e.to_string()))?;
-    let info = certs::cert_info(&der).map_err(|e| bad("agent certificate", e.to_string()))?;
-    if info.subject_cn.as_deref() != Some(uuid) {
-        return Err(bad(
-            "agent certificate",
-            format!(
-                "its CN {:?} is not this connection's UUID {uuid}",
-                info.subject_cn
-            ),
-        ));
-    }
-    super::bundle::check_key_matches(key_pem, &der).map_err(|e| bad("agent certificate", e))?;
-    Ok(())
+    })?;
+    Ok(c)
 }
 
 /// Whether the receiver still knows this connection under this host name. A refusal
@@ -233,10 +215,7 @@ pub fn register(store: &Store, opts: RegisterOptions) -> CliResult<Outcome> {
 }
 
 pub fn cert_valid(c: &Connection) -> bool {
-    certs::cert_from_pem(&c.agent_cert)
-        .ok()
-        .and_then(|d| certs::cert_info(&d).ok())
-        .is_some_and(|i| i.valid_at(certs::now_unix()))
+    c.cert_info().is_some_and(|i| i.valid_at(certs::now_unix()))
 }
 
 /// Registers for another host: nothing is stored here, the bundle goes to the caller.
@@ -269,8 +248,7 @@ fn register_existing(
     };
     tracing::info!(server = %t.host, site = %t.site, host = %opts.host_name, "registering");
     let resp: RegisterExistingResponse = client.post_json(&path, &auth, Some(&body))?;
-    checked_connection(&uuid, &new.key_pem, &resp.root_cert, &resp.agent_cert)?;
-    Ok(Connection {
+    accept_from_receiver(Connection {
         uuid,
         server: t.host.clone(),
         port: t.port,
@@ -423,13 +401,7 @@ pub fn register_new(store: &Store, opts: RegisterNewOptions) -> CliResult<NewOut
                 connection_mode,
                 tether,
             } => {
-                checked_connection(
-                    &pending.uuid,
-                    &pending.private_key,
-                    &pending.root_cert,
-                    &agent_cert,
-                )?;
-                let mut connection = Connection {
+                let mut connection = accept_from_receiver(Connection {
                     uuid: pending.uuid.clone(),
                     server: pending.server.clone(),
                     port: pending.port,
@@ -443,7 +415,7 @@ pub fn register_new(store: &Store, opts: RegisterNewOptions) -> CliResult<NewOut
                     trust: pending.trust.clone(),
                     registered_at: certs::now_unix(),
                     fetcher_zstd: tether.map(|x| x.fetcher_zstd).unwrap_or(false),
-                };
+                })?;
                 // The site chose the host name; learn it over the new mTLS identity.
                 if let Ok(RegistrationStatusV2Response::Registered { hostname, .. }) =
                     remote::registration_status(&connection)

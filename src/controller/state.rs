@@ -61,6 +61,11 @@ impl Connection {
     pub fn server_address(&self) -> String {
         format_server(&self.server, self.port)
     }
+    /// The agent certificate's facts; `None` when it is unreadable.
+    pub fn cert_info(&self) -> Option<crate::wire::certs::CertInfo> {
+        let der = crate::wire::certs::cert_from_pem(&self.agent_cert).ok()?;
+        crate::wire::certs::cert_info(&der).ok()
+    }
     pub fn same_target(&self, server: &str, port: u16, site: &str) -> bool {
         self.server.eq_ignore_ascii_case(server) && self.port == port && self.site == site
     }

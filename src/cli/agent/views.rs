@@ -41,18 +41,15 @@ pub struct ConnectionView {
 impl ConnectionView {
     pub fn of(c: &Connection) -> ConnectionView {
         let now = certs::now_unix();
-        let certificate = certs::cert_from_pem(&c.agent_cert)
-            .ok()
-            .and_then(|d| certs::cert_info(&d).ok())
-            .map(|i| CertificateView {
-                serial: i.serial_hex.clone(),
-                issuer: i.issuer_cn.clone(),
-                not_before: certs::rfc3339(i.not_before),
-                not_after: certs::rfc3339(i.not_after),
-                fingerprint: i.fingerprint.clone(),
-                valid: i.valid_at(now),
-                expires_in_days: i.remaining_secs(now).div_euclid(86_400),
-            });
+        let certificate = c.cert_info().map(|i| CertificateView {
+            serial: i.serial_hex.clone(),
+            issuer: i.issuer_cn.clone(),
+            not_before: certs::rfc3339(i.not_before),
+            not_after: certs::rfc3339(i.not_after),
+            fingerprint: i.fingerprint.clone(),
+            valid: i.valid_at(now),
+            expires_in_days: i.remaining_secs(now).div_euclid(86_400),
+        });
         ConnectionView {
             uuid: c.uuid.clone(),
             server: if c.server.is_empty() {
