@@ -72,8 +72,12 @@ pub fn csr_for(uuid: &str, key: &KeyPair) -> Result<String, String> {
         .map_err(|e| format!("CSR creation failed: {e}"))
 }
 
+/// A freshly generated key (no spare pool: proxy registration happens for other hosts).
 pub fn new_key_and_csr(uuid: &str, kind: KeyType) -> Result<NewKey, String> {
-    let key = generate_key(kind)?;
+    with_csr(generate_key(kind)?, uuid)
+}
+
+fn with_csr(key: KeyPair, uuid: &str) -> Result<NewKey, String> {
     let csr_pem = csr_for(uuid, &key)?;
     Ok(NewKey {
         key_pem: key.serialize_pem(),
@@ -130,11 +134,7 @@ pub fn new_key_and_csr_from(home: &Path, uuid: &str, kind: KeyType) -> Result<Ne
         Some(k) => k,
         None => generate_key(kind)?,
     };
-    let csr_pem = csr_for(uuid, &key)?;
-    Ok(NewKey {
-        key_pem: key.serialize_pem(),
-        csr_pem,
-    })
+    with_csr(key, uuid)
 }
 
 /// Starts `tether keys refill` in the background so the next RSA registration or renewal

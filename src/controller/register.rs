@@ -289,7 +289,8 @@ pub enum NewOutcome {
 pub fn register_new(store: &Store, opts: RegisterNewOptions) -> CliResult<NewOutcome> {
     let t = opts.target.clone();
     let auth_user = opts.creds.user.clone().unwrap_or_default();
-    opts.creds.basic()?;
+    // Checked before anything is sent; the same credentials start and poll.
+    let auth = opts.creds.basic()?;
     let (pending, resumed) = {
         let (lock, mut reg) = lock_and_load(store)?;
         let existing = reg
@@ -313,11 +314,8 @@ pub fn register_new(store: &Store, opts: RegisterNewOptions) -> CliResult<NewOut
                     csr: new.csr_pem,
                     agent_labels: opts.labels.clone(),
                 };
-                let resp: RegisterNewResponse = client.post_json(
-                    &paths::register_new(&t.site),
-                    &opts.creds.basic()?,
-                    Some(&body),
-                )?;
+                let resp: RegisterNewResponse =
+                    client.post_json(&paths::register_new(&t.site), &auth, Some(&body))?;
                 certs::cert_from_pem(&resp.root_cert).map_err(|e| {
                     CliError::new(
                         ErrorCode::Protocol,
@@ -353,7 +351,7 @@ pub fn register_new(store: &Store, opts: RegisterNewOptions) -> CliResult<NewOut
     loop {
         let status: RegisterNewOngoingResponse = client.post_json::<(), _>(
             &paths::register_new_ongoing(&t.site, &pending.uuid),
-            &opts.creds.basic()?,
+            &auth,
             None,
         )?;
         match status {

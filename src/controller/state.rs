@@ -238,8 +238,3 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), StateError> {
     }
     Ok(())
 }
-
-/// Creates a file that will hold a secret: 0600 from the first byte, atomically.
-pub fn write_secret_file(path: &Path, data: &[u8]) -> Result<(), StateError> {
-    write_atomic(path, data)
-}

@@ -216,7 +216,8 @@ fn cmd_proxy_register(a: super::ProxyRegisterArgs) -> CliResult<ProxyResult> {
         Some(path) => {
             let data = serde_json::to_vec_pretty(&bundle)
                 .map_err(|e| CliError::internal(e.to_string()))?;
-            state::write_secret_file(&path, &data).map_err(state_err)?;
+            // 0600 from the first byte: the bundle holds a private key.
+            state::write_atomic(&path, &data).map_err(state_err)?;
             Ok(ProxyResult::File(ProxyRegisterOutput {
                 ok: true,
                 changed: true,
