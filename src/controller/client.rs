@@ -296,8 +296,7 @@ pub fn discover_port(host: &str, site: &str) -> Result<u16, CliError> {
         .timeout_connect(CONNECT_TIMEOUT)
         .timeout(Duration::from_secs(15))
         .build();
-    let h = super::state::format_server(host, 0);
-    let host_only = h.trim_end_matches(":0");
+    let host_only = super::state::url_host(host);
     let mut errors = Vec::new();
     for scheme in ["https", "http"] {
         let url = format!("{scheme}://{host_only}{}", paths::discover_receiver(site));

@@ -72,10 +72,15 @@ impl Connection {
 }
 
 pub fn format_server(host: &str, port: u16) -> String {
+    format!("{}:{port}", url_host(host))
+}
+
+/// A host as it stands in a URL: IPv6 addresses in brackets.
+pub fn url_host(host: &str) -> String {
     if host.contains(':') {
-        format!("[{host}]:{port}")
+        format!("[{host}]")
     } else {
-        format!("{host}:{port}")
+        host.to_string()
     }
 }
 
