@@ -116,22 +116,17 @@ options:
   query_remote:
     description:
       - When a matching registration exists locally, also asks the site whether it still knows it
-        (C(tether status --json)). When the site answers C(not_registered), the host is registered
-        again.
+        (C(tether status --json)). When the site answers C(not_registered) or C(rejected) (it refuses
+        the certificate, e.g. revoked), the host is registered again.
     type: bool
     default: true
-  tether_bin:
-    description:
-      - Path or name of the C(tether) binary. Defaults to the environment variable C(TETHER_BIN),
-        else C(tether) in C(PATH).
-    type: path
-  tether_home:
-    description:
-      - State directory of the agent (C(TETHER_HOME)); C(tether)'s default is C(/var/lib/tether).
-    type: path
+extends_documentation_fragment:
+  - tether.agent.agent
 notes:
   - Supports C(check_mode) (decides from the local state and the site's status of the registration,
-    never calls C(register) or C(delete)) and C(diff_mode) (the connection before and after).
+    never calls C(register) or C(delete); when a change is due and a trust option is set, runs
+    C(tether probe), which sends no credentials, so a wrong fingerprint fails in check mode too)
+    and C(diff_mode) (the connection before and after).
 requirements:
   - the C(tether) binary on the target
 seealso:

@@ -25,15 +25,8 @@ options:
         connection). Without it, C(remote.status) is C(not_queried).
     type: bool
     default: true
-  tether_bin:
-    description:
-      - Path or name of the C(tether) binary. Defaults to the environment variable C(TETHER_BIN),
-        else C(tether) in C(PATH).
-    type: path
-  tether_home:
-    description:
-      - State directory of the agent (C(TETHER_HOME)); C(tether)'s default is C(/var/lib/tether).
-    type: path
+extends_documentation_fragment:
+  - tether.agent.agent
 requirements:
   - the C(tether) binary on the target
 seealso:
