@@ -1,5 +1,6 @@
 //! tether: agent enrollment and transport for Checkmk-style monitoring.
 pub mod cli;
 pub mod controller;
+pub mod error;
 pub mod receiver;
 pub mod wire;

@@ -3,7 +3,7 @@ use std::io::Write;
 
 use serde::Serialize;
 
-use super::error::{CliError, CliResult};
+use super::error::{Error, Result};
 
 /// A command result that can also be shown to a person.
 pub trait Render: Serialize {
@@ -11,7 +11,7 @@ pub trait Render: Serialize {
 }
 
 /// Prints the result (or error) and returns the process exit code.
-pub fn finish<T: Render>(json: bool, result: CliResult<T>) -> i32 {
+pub fn finish<T: Render>(json: bool, result: Result<T>) -> i32 {
     match result {
         Ok(value) => {
             if json {
@@ -31,7 +31,7 @@ pub fn finish<T: Render>(json: bool, result: CliResult<T>) -> i32 {
     }
 }
 
-pub fn report_error(json: bool, err: &CliError) {
+pub fn report_error(json: bool, err: &Error) {
     if json {
         print_json(&err.document());
     }

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::trust::{Observed, TrustMode, Verifier};
-use crate::cli::error::{CliError, ErrorCode};
+use crate::error::{Error, ErrorCode};
 use crate::wire::api::ErrorBody;
 use crate::wire::{paths, tls};
 
@@ -69,20 +69,18 @@ pub struct ClientCert {
 fn client_config(
     trust: TrustMode,
     client_cert: Option<ClientCert>,
-) -> Result<(rustls::ClientConfig, Arc<Mutex<Observed>>), CliError> {
+) -> Result<(rustls::ClientConfig, Arc<Mutex<Observed>>), Error> {
     let (verifier, observed) = Verifier::new(trust);
     let builder = rustls::ClientConfig::builder_with_provider(tls::provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| CliError::internal(format!("TLS setup: {e}")))?
+        .map_err(|e| Error::internal(format!("TLS setup: {e}")))?
         .dangerous()
         .with_custom_certificate_verifier(verifier);
     let config = match client_cert {
         None => builder.with_no_client_auth(),
         Some(cc) => builder
             .with_client_auth_cert(cc.chain, cc.key)
-            .map_err(|e| {
-                CliError::local_state(format!("stored client certificate unusable: {e}"))
-            })?,
+            .map_err(|e| Error::local_state(format!("stored client certificate unusable: {e}")))?,
     };
     Ok((config, observed))
 }
@@ -92,7 +90,7 @@ impl Client {
         target: Target,
         trust: TrustMode,
         client_cert: Option<ClientCert>,
-    ) -> Result<Client, CliError> {
+    ) -> Result<Client, Error> {
         let (config, observed) = client_config(trust, client_cert)?;
         let agent = ureq::AgentBuilder::new()
             .tls_config(Arc::new(config))
@@ -120,7 +118,7 @@ impl Client {
         path: &str,
         auth: &Auth<'_>,
         body: Option<&B>,
-    ) -> Result<R, CliError> {
+    ) -> Result<R, Error> {
         let mut req = self.agent.post(&self.url(path));
         if let Some(h) = auth.header() {
             req = req.set("Authorization", &h);
@@ -134,7 +132,7 @@ impl Client {
 
     /// GET without credentials: any HTTP answer proves reachability and trust. Returns
     /// the fingerprints of the chain the server presented.
-    pub fn reachable(&self, path: &str) -> Result<Vec<String>, CliError> {
+    pub fn reachable(&self, path: &str) -> Result<Vec<String>, Error> {
         match self.agent.get(&self.url(path)).call() {
             Ok(_) | Err(ureq::Error::Status(..)) => Ok(self
                 .observed
@@ -145,7 +143,7 @@ impl Client {
         }
     }
 
-    pub fn get_json<R: DeserializeOwned>(&self, path: &str) -> Result<R, CliError> {
+    pub fn get_json<R: DeserializeOwned>(&self, path: &str) -> Result<R, Error> {
         self.decode(self.agent.get(&self.url(path)).call())
     }
 
@@ -155,7 +153,7 @@ impl Client {
         path: &str,
         headers: &[(&str, &str)],
         body: &[u8],
-    ) -> Result<u16, CliError> {
+    ) -> Result<u16, Error> {
         let mut req = self.agent.post(&self.url(path));
         for (k, v) in headers {
             req = req.set(k, v);
@@ -169,16 +167,16 @@ impl Client {
     fn decode<R: DeserializeOwned>(
         &self,
         resp: Result<ureq::Response, ureq::Error>,
-    ) -> Result<R, CliError> {
+    ) -> Result<R, Error> {
         let resp = resp.map_err(|e| self.map_error(e))?;
         let status = resp.status();
         let mut body = Vec::new();
         resp.into_reader()
             .take(4 << 20)
             .read_to_end(&mut body)
-            .map_err(|e| CliError::new(ErrorCode::Network, format!("reading response: {e}")))?;
+            .map_err(|e| Error::new(ErrorCode::Network, format!("reading response: {e}")))?;
         serde_json::from_slice(&body).map_err(|e| {
-            CliError::new(
+            Error::new(
                 ErrorCode::Protocol,
                 format!("the receiver's answer is not the expected JSON: {e}"),
             )
@@ -186,7 +184,7 @@ impl Client {
         })
     }
 
-    fn map_error(&self, e: ureq::Error) -> CliError {
+    fn map_error(&self, e: ureq::Error) -> Error {
         match e {
             ureq::Error::Status(status, resp) => {
                 let mut body = Vec::new();
@@ -199,7 +197,7 @@ impl Client {
             ureq::Error::Transport(t) => {
                 let observed = self.observed.lock().ok();
                 if let Some(o) = observed.as_ref().filter(|o| o.failure.is_some()) {
-                    return CliError::new(
+                    return Error::new(
                         ErrorCode::Trust,
                         format!(
                             "cannot trust {}: {}",
@@ -210,7 +208,7 @@ impl Client {
                     .fingerprints(o.chain_fingerprints.clone())
                     .hint("verify the server's fingerprint out of band (tether-receiver fingerprint on the site) and pass it with --trust-fingerprint");
                 }
-                CliError::new(
+                Error::new(
                     ErrorCode::Network,
                     format!(
                         "cannot reach the receiver at {}: {t}",
@@ -224,7 +222,7 @@ impl Client {
 }
 
 /// Maps a receiver refusal to an error with a code and a hint that says what to do.
-pub fn http_error(status: u16, detail: &str) -> CliError {
+pub fn http_error(status: u16, detail: &str) -> Error {
     let code = ErrorCode::from_http_status(status);
     let hint = match status {
         401 => Some("check the user name and the password or token; the receiver rejected them"),
@@ -235,8 +233,8 @@ pub fn http_error(status: u16, detail: &str) -> CliError {
         429 => Some("too many failed attempts from this address; wait and try again"),
         _ => None,
     };
-    let mut err = CliError::new(code, format!("receiver refused (HTTP {status}): {detail}"))
-        .http_status(status);
+    let mut err =
+        Error::new(code, format!("receiver refused (HTTP {status}): {detail}")).http_status(status);
     if let Some(h) = hint {
         err = err.hint(h);
     }
@@ -245,17 +243,17 @@ pub fn http_error(status: u16, detail: &str) -> CliError {
 
 /// Handshakes without sending anything, to show the operator which certificates the
 /// server presents when no trust option was given.
-pub fn probe_fingerprints(host: &str, port: u16) -> Result<Vec<String>, CliError> {
+pub fn probe_fingerprints(host: &str, port: u16) -> Result<Vec<String>, Error> {
     let (config, observed) = client_config(TrustMode::Insecure, None)?;
     let name = ServerName::try_from(host.to_string())
-        .map_err(|_| CliError::usage(format!("invalid server name {host:?}")))?;
+        .map_err(|_| Error::usage(format!("invalid server name {host:?}")))?;
     let mut conn = rustls::ClientConnection::new(Arc::new(config), name)
-        .map_err(|e| CliError::internal(format!("TLS setup: {e}")))?;
+        .map_err(|e| Error::internal(format!("TLS setup: {e}")))?;
     let addr = super::state::format_server(host, port);
     let mut sock = connect(&addr)?;
     while conn.is_handshaking() {
         conn.complete_io(&mut sock).map_err(|e| {
-            CliError::new(
+            Error::new(
                 ErrorCode::Network,
                 format!("TLS handshake with {addr} failed: {e}"),
             )
@@ -268,10 +266,10 @@ pub fn probe_fingerprints(host: &str, port: u16) -> Result<Vec<String>, CliError
     Ok(fps)
 }
 
-fn connect(addr: &str) -> Result<TcpStream, CliError> {
+fn connect(addr: &str) -> Result<TcpStream, Error> {
     use std::net::ToSocketAddrs;
     let net =
-        |e: std::io::Error| CliError::new(ErrorCode::Network, format!("cannot reach {addr}: {e}"));
+        |e: std::io::Error| Error::new(ErrorCode::Network, format!("cannot reach {addr}: {e}"));
     let mut last = None;
     for a in addr.to_socket_addrs().map_err(net)? {
         match TcpStream::connect_timeout(&a, CONNECT_TIMEOUT) {
@@ -289,7 +287,7 @@ fn connect(addr: &str) -> Result<TcpStream, CliError> {
 
 /// Finds the receiver port as Checkmk's controller does: ask the site's web server
 /// (https, then http). The answer is only a port number; trust is established afterwards.
-pub fn discover_port(host: &str, site: &str) -> Result<u16, CliError> {
+pub fn discover_port(host: &str, site: &str) -> Result<u16, Error> {
     let (config, _) = client_config(TrustMode::Insecure, None)?;
     let agent = ureq::AgentBuilder::new()
         .tls_config(Arc::new(config))
@@ -314,7 +312,7 @@ pub fn discover_port(host: &str, site: &str) -> Result<u16, CliError> {
             Err(e) => errors.push(format!("{url}: {e}")),
         }
     }
-    Err(CliError::new(
+    Err(Error::new(
         ErrorCode::Network,
         format!(
             "could not discover the receiver port of site {site} on {host}: {}",

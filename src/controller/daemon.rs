@@ -15,7 +15,7 @@ use super::config::Config;
 use super::pull_server::{self, Shared};
 use super::state::{self, Store};
 use super::{push, renew};
-use crate::cli::error::{CliError, CliResult, ErrorCode};
+use crate::error::{Error, ErrorCode, Result};
 use crate::wire::api::ConnectionMode;
 use crate::wire::certs;
 
@@ -117,29 +117,25 @@ pub struct Options {
     pub ready_file: Option<PathBuf>,
 }
 
-pub fn run(opts: Options) -> CliResult<()> {
+pub fn run(opts: Options) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("tether")
         .build()
-        .map_err(|e| CliError::internal(format!("runtime: {e}")))?;
+        .map_err(|e| Error::internal(format!("runtime: {e}")))?;
     rt.block_on(run_async(opts))
 }
 
-fn load_config(
-    path: Option<&Path>,
-    home: &Path,
-    listen_override: &[SocketAddr],
-) -> CliResult<Config> {
+fn load_config(path: Option<&Path>, home: &Path, listen_override: &[SocketAddr]) -> Result<Config> {
     let (mut cfg, _) = Config::load_or_default(path, home)
-        .map_err(|e| CliError::usage(format!("configuration: {e}")))?;
+        .map_err(|e| Error::usage(format!("configuration: {e}")))?;
     if !listen_override.is_empty() {
         cfg.pull.listen = listen_override.to_vec();
     }
     Ok(cfg)
 }
 
-async fn run_async(opts: Options) -> CliResult<()> {
+async fn run_async(opts: Options) -> Result<()> {
     let Options {
         role,
         store,
@@ -152,7 +148,7 @@ async fn run_async(opts: Options) -> CliResult<()> {
     let health = Arc::new(HealthRecorder::new(store.home.clone()));
     let shared = Arc::new(
         Shared::new(pull_server::build_state(&reg), cfg.clone(), health.clone())
-            .map_err(CliError::usage)?,
+            .map_err(Error::usage)?,
     );
     let (stop_tx, stop_rx) = watch::channel(false);
 
@@ -160,7 +156,7 @@ async fn run_async(opts: Options) -> CliResult<()> {
     let mut tasks = Vec::new();
     for addr in &cfg.pull.listen {
         let listener = pull_server::bind(*addr).map_err(|e| {
-            CliError::new(ErrorCode::LocalState, format!("cannot listen on {addr}: {e}"))
+            Error::new(ErrorCode::LocalState, format!("cannot listen on {addr}: {e}"))
                 .hint("another agent (cmk-agent-ctl, xinetd) may hold the port; stop it or set pull.listen")
         })?;
         let local = listener.local_addr().unwrap_or(*addr);
@@ -197,7 +193,7 @@ async fn run_async(opts: Options) -> CliResult<()> {
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     tracing::info!(connections = reg.connections.len(), "tether daemon ready");
 
-    let sig = |k| signal(k).map_err(|e| CliError::internal(format!("signal handler: {e}")));
+    let sig = |k| signal(k).map_err(|e| Error::internal(format!("signal handler: {e}")));
     let mut term = sig(SignalKind::terminate())?;
     let mut int = sig(SignalKind::interrupt())?;
     let mut hup = sig(SignalKind::hangup())?;

@@ -3,7 +3,7 @@
 use super::client::{self, Client, Target};
 use super::register::TrustChoice;
 use super::trust::TrustMode;
-use crate::cli::error::CliResult;
+use crate::error::Result;
 use crate::wire::paths;
 
 pub struct Probe {
@@ -13,7 +13,7 @@ pub struct Probe {
 
 /// Handshakes with the chosen trust and sends one unauthenticated request. Any HTTP
 /// answer proves reachability and trust; nothing is stored and no secret is sent.
-pub fn probe(target: &Target, trust: &TrustChoice) -> CliResult<Probe> {
+pub fn probe(target: &Target, trust: &TrustChoice) -> Result<Probe> {
     let mode = match trust {
         TrustChoice::Given(m) => m.clone(),
         // The same failure `register` gives: exit 8 with the fingerprints to verify.

@@ -1,13 +1,13 @@
 //! Push mode: agent output to the receiver's `agent_data` endpoint over mTLS (spec §1).
 use super::remote;
 use super::state::Connection;
-use crate::cli::error::{CliError, CliResult, ErrorCode};
+use crate::error::{Error, ErrorCode, Result};
 use crate::wire::api::COMPRESSION_HEADER;
 use crate::wire::compression::{self, Compression};
 use crate::wire::{multipart, paths};
 
 /// Sends one agent output. zstd goes only to receivers that announced it (tether's).
-pub fn push_once(c: &Connection, output: &[u8]) -> CliResult<()> {
+pub fn push_once(c: &Connection, output: &[u8]) -> Result<()> {
     let comp = if c.fetcher_zstd {
         Compression::Zstd
     } else {
@@ -25,7 +25,7 @@ pub fn push_once(c: &Connection, output: &[u8]) -> CliResult<()> {
     )?;
     if !(200..300).contains(&status) {
         return Err(
-            CliError::new(ErrorCode::Protocol, format!("push answered HTTP {status}"))
+            Error::new(ErrorCode::Protocol, format!("push answered HTTP {status}"))
                 .http_status(status),
         );
     }

@@ -11,7 +11,7 @@ use super::keys::{self, KeyType};
 use super::remote;
 use super::state::{Connection, Lock, Pending, Registry, Store};
 use super::trust::TrustMode;
-use crate::cli::error::{CliError, CliResult, ErrorCode};
+use crate::error::{Error, ErrorCode, Result};
 use crate::wire::api::{
     RegisterExistingRequest, RegisterExistingResponse, RegisterNewOngoingResponse,
     RegisterNewRequest, RegisterNewResponse, RegistrationStatusV2Response,
@@ -29,22 +29,22 @@ pub struct Credentials {
 }
 
 impl Credentials {
-    fn auth(&self) -> CliResult<Auth<'_>> {
+    fn auth(&self) -> Result<Auth<'_>> {
         if let Some(t) = &self.token {
             return Ok(Auth::Token(t));
         }
         match (&self.user, &self.password) {
             (Some(user), Some(password)) => Ok(Auth::Basic { user, password }),
-            (None, _) => Err(CliError::usage("no user given: pass --user (-U), or a one-time token with --token-file / TETHER_TOKEN")),
-            (Some(_), None) => Err(CliError::usage(
+            (None, _) => Err(Error::usage("no user given: pass --user (-U), or a one-time token with --token-file / TETHER_TOKEN")),
+            (Some(_), None) => Err(Error::usage(
                 "no password given: use --password-file FILE, --password-stdin, or the TETHER_PASSWORD environment variable",
             )),
         }
     }
-    fn basic(&self) -> CliResult<Auth<'_>> {
+    fn basic(&self) -> Result<Auth<'_>> {
         match (&self.user, &self.password) {
             (Some(user), Some(password)) => Ok(Auth::Basic { user, password }),
-            _ => Err(CliError::usage("register-new needs --user and a password (--password-file, --password-stdin or TETHER_PASSWORD)")),
+            _ => Err(Error::usage("register-new needs --user and a password (--password-file, --password-stdin or TETHER_PASSWORD)")),
         }
     }
 }
@@ -80,18 +80,18 @@ pub struct Outcome {
     pub replaced: Vec<String>,
 }
 
-fn lock_and_load(store: &Store) -> CliResult<(Lock, Registry)> {
+fn lock_and_load(store: &Store) -> Result<(Lock, Registry)> {
     let lock = store.lock(LOCK_WAIT).map_err(state_err)?;
     let reg = store.load().map_err(state_err)?;
     Ok((lock, reg))
 }
 
-pub fn state_err(e: super::state::StateError) -> CliError {
-    CliError::local_state(e.to_string())
+pub fn state_err(e: super::state::StateError) -> Error {
+    Error::local_state(e.to_string())
 }
 
 /// Resolves the trust for a first contact; without an option, shows the fingerprints.
-fn resolve_trust(choice: &TrustChoice, target: &Target, reg: &Registry) -> CliResult<TrustMode> {
+fn resolve_trust(choice: &TrustChoice, target: &Target, reg: &Registry) -> Result<TrustMode> {
     match choice {
         TrustChoice::Given(m) => Ok(m.clone()),
         TrustChoice::Unspecified => {
@@ -102,7 +102,7 @@ fn resolve_trust(choice: &TrustChoice, target: &Target, reg: &Registry) -> CliRe
                 .find(|c| c.same_target(&target.host, target.port, &target.site));
             if let Some(c) = known {
                 let roots = certs::certs_from_pem(&c.root_cert)
-                    .map_err(|e| CliError::local_state(format!("stored root certificate: {e}")))?;
+                    .map_err(|e| Error::local_state(format!("stored root certificate: {e}")))?;
                 return Ok(TrustMode::Roots(roots));
             }
             let fps = client::probe_fingerprints(&target.host, target.port)?;
@@ -112,8 +112,8 @@ fn resolve_trust(choice: &TrustChoice, target: &Target, reg: &Registry) -> CliRe
 }
 
 /// No trust option for a first contact: exit 8, with what the server presented.
-pub fn untrusted_error(target: &Target, fingerprints: Vec<String>) -> CliError {
-    CliError::new(
+pub fn untrusted_error(target: &Target, fingerprints: Vec<String>) -> Error {
+    Error::new(
         ErrorCode::Trust,
         format!(
             "the receiver at {} is not trusted yet and no trust option was given",
@@ -126,9 +126,9 @@ pub fn untrusted_error(target: &Target, fingerprints: Vec<String>) -> CliError {
 
 /// What a receiver returned (registration or renewal) must form a working connection
 /// before anything is stored: the same checks an imported bundle gets.
-pub fn accept_from_receiver(c: Connection) -> CliResult<Connection> {
+pub fn accept_from_receiver(c: Connection) -> Result<Connection> {
     super::bundle::validate_connection(&c).map_err(|e| {
-        CliError::new(
+        Error::new(
             ErrorCode::Protocol,
             format!("the receiver returned an unusable registration: {e}"),
         )
@@ -138,7 +138,7 @@ pub fn accept_from_receiver(c: Connection) -> CliResult<Connection> {
 
 /// Whether the receiver still knows this connection under this host name. A refusal
 /// of our certificate (revoked, unknown) means no; an unreachable receiver is an error.
-fn remote_confirms(c: &Connection, host_name: &str) -> CliResult<bool> {
+fn remote_confirms(c: &Connection, host_name: &str) -> Result<bool> {
     match remote::registration_status(c) {
         Ok(RegistrationStatusV2Response::Registered {
             hostname,
@@ -153,7 +153,7 @@ fn remote_confirms(c: &Connection, host_name: &str) -> CliResult<bool> {
     }
 }
 
-pub fn register(store: &Store, opts: RegisterOptions) -> CliResult<Outcome> {
+pub fn register(store: &Store, opts: RegisterOptions) -> Result<Outcome> {
     let (lock, mut reg) = lock_and_load(store)?;
     let t = &opts.target;
     let same_target: Vec<Connection> = reg
@@ -180,7 +180,7 @@ pub fn register(store: &Store, opts: RegisterOptions) -> CliResult<Outcome> {
             // identity, so the site's identity lock sees the same controller.
             reuse_uuid = Some(c.uuid.clone());
         } else if !opts.force {
-            return Err(CliError::new(
+            return Err(Error::new(
                 ErrorCode::Conflict,
                 format!(
                     "this host is already registered with {}/{} as {:?} (connection {}); refusing to register it as {:?}",
@@ -194,8 +194,8 @@ pub fn register(store: &Store, opts: RegisterOptions) -> CliResult<Outcome> {
     }
     let trust = resolve_trust(&opts.trust, t, &reg)?;
     let uuid = reuse_uuid.unwrap_or_else(|| Uuid::new_v4().to_string());
-    let new = keys::new_key_and_csr_from(&store.home, &uuid, opts.key_type)
-        .map_err(CliError::internal)?;
+    let new =
+        keys::new_key_and_csr_from(&store.home, &uuid, opts.key_type).map_err(Error::internal)?;
     let connection = register_existing(&opts, trust, uuid.clone(), new)?;
     reg.connections
         .retain(|c| !replaced.contains(&c.uuid) && c.uuid != uuid);
@@ -219,10 +219,10 @@ pub fn cert_valid(c: &Connection) -> bool {
 }
 
 /// Registers for another host: nothing is stored here, the bundle goes to the caller.
-pub fn proxy_register(opts: RegisterOptions) -> CliResult<Connection> {
+pub fn proxy_register(opts: RegisterOptions) -> Result<Connection> {
     let trust = resolve_trust(&opts.trust, &opts.target, &Registry::default())?;
     let uuid = Uuid::new_v4().to_string();
-    let new = keys::new_key_and_csr(&uuid, opts.key_type).map_err(CliError::internal)?;
+    let new = keys::new_key_and_csr(&uuid, opts.key_type).map_err(Error::internal)?;
     register_existing(&opts, trust, uuid, new)
 }
 
@@ -232,7 +232,7 @@ fn register_existing(
     trust: TrustMode,
     uuid: String,
     new: keys::NewKey,
-) -> CliResult<Connection> {
+) -> Result<Connection> {
     let t = &opts.target;
     let trust_label = trust.label().to_string();
     let client = Client::new(t.clone(), trust, None)?;
@@ -286,7 +286,7 @@ pub enum NewOutcome {
 }
 
 /// Starts (or resumes) a new-host registration and waits for the site's decision.
-pub fn register_new(store: &Store, opts: RegisterNewOptions) -> CliResult<NewOutcome> {
+pub fn register_new(store: &Store, opts: RegisterNewOptions) -> Result<NewOutcome> {
     let t = opts.target.clone();
     let auth_user = opts.creds.user.clone().unwrap_or_default();
     // Checked before anything is sent; the same credentials start and poll.
@@ -307,7 +307,7 @@ pub fn register_new(store: &Store, opts: RegisterNewOptions) -> CliResult<NewOut
                 let trust_label = trust.label().to_string();
                 let uuid = Uuid::new_v4().to_string();
                 let new = keys::new_key_and_csr_from(&store.home, &uuid, opts.key_type)
-                    .map_err(CliError::internal)?;
+                    .map_err(Error::internal)?;
                 let client = Client::new(t.clone(), trust, None)?;
                 let body = RegisterNewRequest {
                     uuid: uuid.clone(),
@@ -317,7 +317,7 @@ pub fn register_new(store: &Store, opts: RegisterNewOptions) -> CliResult<NewOut
                 let resp: RegisterNewResponse =
                     client.post_json(&paths::register_new(&t.site), &auth, Some(&body))?;
                 certs::cert_from_pem(&resp.root_cert).map_err(|e| {
-                    CliError::new(
+                    Error::new(
                         ErrorCode::Protocol,
                         format!("the receiver returned an unusable root certificate: {e}"),
                     )
@@ -341,9 +341,8 @@ pub fn register_new(store: &Store, opts: RegisterNewOptions) -> CliResult<NewOut
             }
         }
     };
-    let roots = certs::certs_from_pem(&pending.root_cert).map_err(|e| {
-        CliError::local_state(format!("pending registration root certificate: {e}"))
-    })?;
+    let roots = certs::certs_from_pem(&pending.root_cert)
+        .map_err(|e| Error::local_state(format!("pending registration root certificate: {e}")))?;
     let client = Client::new(t.clone(), TrustMode::Roots(roots), None)?;
     let deadline = opts.wait.map(|w| Instant::now() + w);
     let started = Instant::now();
@@ -363,7 +362,7 @@ pub fn register_new(store: &Store, opts: RegisterNewOptions) -> CliResult<NewOut
                     });
                 };
                 if Instant::now() >= deadline {
-                    return Err(CliError::new(
+                    return Err(Error::new(
                         ErrorCode::Pending,
                         format!("the site has not decided on registration {} yet", pending.uuid),
                     )
@@ -389,7 +388,7 @@ pub fn register_new(store: &Store, opts: RegisterNewOptions) -> CliResult<NewOut
             }
             RegisterNewOngoingResponse::Declined { reason } => {
                 remove_pending(store, &pending.uuid)?;
-                return Err(CliError::new(
+                return Err(Error::new(
                     ErrorCode::Declined,
                     format!("the site declined the registration: {reason}"),
                 ));
@@ -435,14 +434,14 @@ pub fn register_new(store: &Store, opts: RegisterNewOptions) -> CliResult<NewOut
     }
 }
 
-fn remove_pending(store: &Store, uuid: &str) -> CliResult<()> {
+fn remove_pending(store: &Store, uuid: &str) -> Result<()> {
     let (lock, mut reg) = lock_and_load(store)?;
     reg.pending.retain(|p| p.uuid != uuid);
     store.save(&lock, &reg).map_err(state_err)
 }
 
 /// Removes connections (and pending registrations) matching the selector; local only.
-pub fn delete(store: &Store, selector: Option<&str>) -> CliResult<Vec<String>> {
+pub fn delete(store: &Store, selector: Option<&str>) -> Result<Vec<String>> {
     let (lock, mut reg) = lock_and_load(store)?;
     let victims: Vec<String> = match selector {
         Some(s) => reg.select(s).into_iter().map(|c| c.uuid.clone()).collect(),

@@ -2,7 +2,7 @@
 use super::client::{Client, ClientCert, Target};
 use super::state::Connection;
 use super::trust::TrustMode;
-use crate::cli::error::{CliError, CliResult};
+use crate::error::{Error, Result};
 use crate::wire::api::{
     RegistrationStatusV2Response, RenewCertificateRequest, RenewCertificateResponse,
 };
@@ -18,15 +18,14 @@ pub fn target_of(c: &Connection) -> Target {
 
 /// A client that trusts only the connection's root certificate and authenticates with
 /// the connection's own certificate.
-pub fn mtls_client(c: &Connection) -> CliResult<Client> {
-    let roots = certs::certs_from_pem(&c.root_cert).map_err(|e| {
-        CliError::local_state(format!("connection {}: root certificate: {e}", c.uuid))
-    })?;
+pub fn mtls_client(c: &Connection) -> Result<Client> {
+    let roots = certs::certs_from_pem(&c.root_cert)
+        .map_err(|e| Error::local_state(format!("connection {}: root certificate: {e}", c.uuid)))?;
     let chain = certs::certs_from_pem(&c.agent_cert).map_err(|e| {
-        CliError::local_state(format!("connection {}: agent certificate: {e}", c.uuid))
+        Error::local_state(format!("connection {}: agent certificate: {e}", c.uuid))
     })?;
     let key = certs::key_from_pem(&c.private_key)
-        .map_err(|e| CliError::local_state(format!("connection {}: private key: {e}", c.uuid)))?;
+        .map_err(|e| Error::local_state(format!("connection {}: private key: {e}", c.uuid)))?;
     Client::new(
         target_of(c),
         TrustMode::Roots(roots),
@@ -34,16 +33,16 @@ pub fn mtls_client(c: &Connection) -> CliResult<Client> {
     )
 }
 
-pub fn registration_status(c: &Connection) -> CliResult<RegistrationStatusV2Response> {
+pub fn registration_status(c: &Connection) -> Result<RegistrationStatusV2Response> {
     if c.server.is_empty() {
-        return Err(CliError::usage(
+        return Err(Error::usage(
             "imported connection without a receiver address",
         ));
     }
     mtls_client(c)?.get_json(&paths::registration_status_v2(&c.site, &c.uuid))
 }
 
-pub fn renew_certificate(c: &Connection, csr: String) -> CliResult<RenewCertificateResponse> {
+pub fn renew_certificate(c: &Connection, csr: String) -> Result<RenewCertificateResponse> {
     mtls_client(c)?.post_json(
         &paths::renew_certificate(&c.site, &c.uuid),
         &super::client::Auth::None,

@@ -4,7 +4,7 @@ use super::keys;
 use super::register::{accept_from_receiver, state_err, LOCK_WAIT};
 use super::remote;
 use super::state::{Connection, Store};
-use crate::cli::error::{CliError, CliResult, ErrorCode};
+use crate::error::{Error, ErrorCode, Result};
 
 /// True when less than `below_fraction` of the certificate's lifetime is left.
 pub fn needs_renewal(c: &Connection, below_fraction: f64, now: i64) -> bool {
@@ -16,23 +16,23 @@ pub fn needs_renewal(c: &Connection, below_fraction: f64, now: i64) -> bool {
 }
 
 /// Renews one connection and stores the result; returns the updated connection.
-pub fn renew(store: &Store, uuid: &str) -> CliResult<Connection> {
+pub fn renew(store: &Store, uuid: &str) -> Result<Connection> {
     let lock = store.lock(LOCK_WAIT).map_err(state_err)?;
     let mut reg = store.load().map_err(state_err)?;
     let Some(idx) = reg.connections.iter().position(|c| c.uuid == uuid) else {
-        return Err(CliError::new(
+        return Err(Error::new(
             ErrorCode::NotFound,
             format!("no connection {uuid}"),
         ));
     };
     let current = reg.connections[idx].clone();
     if current.server.is_empty() {
-        return Err(CliError::usage(format!(
+        return Err(Error::usage(format!(
             "connection {uuid} was imported without a receiver address and cannot be renewed here"
         )));
     }
-    let new = keys::new_key_and_csr_from(&store.home, uuid, current.key_type)
-        .map_err(CliError::internal)?;
+    let new =
+        keys::new_key_and_csr_from(&store.home, uuid, current.key_type).map_err(Error::internal)?;
     let resp = remote::renew_certificate(&current, new.csr_pem)?;
     let updated = accept_from_receiver(Connection {
         agent_cert: resp.agent_cert,

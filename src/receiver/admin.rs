@@ -8,14 +8,14 @@ use serde::{Deserialize, Serialize};
 
 use super::perms;
 use super::store::{self, Folder, Host, Role, User};
-use crate::cli::error::{CliError, CliResult, ErrorCode};
+use crate::error::{Error, ErrorCode, Result};
 use crate::wire::validate;
 
-pub fn db_err(e: rusqlite::Error) -> CliError {
-    CliError::local_state(format!("database error: {e}"))
+pub fn db_err(e: rusqlite::Error) -> Error {
+    Error::local_state(format!("database error: {e}"))
 }
 
-impl From<rusqlite::Error> for CliError {
+impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Self {
         db_err(e)
     }
@@ -26,12 +26,12 @@ pub const SETTING_CERT_LIFETIME: &str = "agent_cert_lifetime_secs";
 pub const DEFAULT_CERT_LIFETIME: i64 = 90 * 86400;
 
 /// Creates the schema, built-in roles and the root folder; leaves existing data alone.
-pub fn init_db(c: &Connection, site: &str, lifetime_secs: i64) -> CliResult<bool> {
+pub fn init_db(c: &Connection, site: &str, lifetime_secs: i64) -> Result<bool> {
     store::migrate(c)?;
     let mut changed = false;
     match store::get_setting(c, SETTING_SITE)? {
         Some(s) if s != site => {
-            return Err(CliError::new(
+            return Err(Error::new(
                 ErrorCode::Conflict,
                 format!("directory already initialised for site {s:?}, not {site:?}"),
             ))
@@ -62,12 +62,12 @@ pub fn init_db(c: &Connection, site: &str, lifetime_secs: i64) -> CliResult<bool
     Ok(changed)
 }
 
-pub fn site(c: &Connection) -> CliResult<String> {
+pub fn site(c: &Connection) -> Result<String> {
     store::get_setting(c, SETTING_SITE)?
-        .ok_or_else(|| CliError::local_state("receiver directory is not initialised; run init"))
+        .ok_or_else(|| Error::local_state("receiver directory is not initialised; run init"))
 }
 
-pub fn cert_lifetime(c: &Connection) -> CliResult<i64> {
+pub fn cert_lifetime(c: &Connection) -> Result<i64> {
     Ok(store::get_setting(c, SETTING_CERT_LIFETIME)?
         .and_then(|s| s.parse().ok())
         .unwrap_or(DEFAULT_CERT_LIFETIME))
@@ -76,7 +76,7 @@ pub fn cert_lifetime(c: &Connection) -> CliResult<i64> {
 // ---------- names ----------
 
 /// Names of users, roles and groups: printable, no path or shell metacharacters.
-pub fn validate_name(kind: &str, s: &str) -> CliResult<()> {
+pub fn validate_name(kind: &str, s: &str) -> Result<()> {
     let ok = !s.is_empty()
         && s.len() <= 128
         && s.bytes()
@@ -85,7 +85,7 @@ pub fn validate_name(kind: &str, s: &str) -> CliResult<()> {
     if ok {
         Ok(())
     } else {
-        Err(CliError::usage(format!(
+        Err(Error::usage(format!(
             "invalid {kind} name {:?}: use letters, digits, '_', '-', '.', '@'",
             s.chars().take(80).collect::<String>()
         )))
@@ -93,12 +93,12 @@ pub fn validate_name(kind: &str, s: &str) -> CliResult<()> {
 }
 
 /// Folder paths: "/" or "/a/b", segments like host names.
-pub fn normalize_folder(s: &str) -> CliResult<String> {
+pub fn normalize_folder(s: &str) -> Result<String> {
     let t = s.trim();
     let segs: Vec<&str> = t.split('/').filter(|p| !p.is_empty()).collect();
     for seg in &segs {
         if validate::validate_host_name(seg).is_err() {
-            return Err(CliError::usage(format!(
+            return Err(Error::usage(format!(
                 "invalid folder path {:?}: segments use letters, digits, '.', '-', '_'",
                 s.chars().take(80).collect::<String>()
             )));
@@ -107,12 +107,12 @@ pub fn normalize_folder(s: &str) -> CliResult<String> {
     Ok(format!("/{}", segs.join("/")))
 }
 
-fn normalize_groups(c: &Connection, groups: &[String]) -> CliResult<Vec<String>> {
+fn normalize_groups(c: &Connection, groups: &[String]) -> Result<Vec<String>> {
     let mut out: Vec<String> = Vec::new();
     for g in groups {
         validate_name("contact group", g)?;
         if !store::group_exists(c, g)? {
-            return Err(CliError::new(
+            return Err(Error::new(
                 ErrorCode::NotFound,
                 format!("contact group {g:?} does not exist"),
             ));
@@ -140,10 +140,10 @@ pub fn put_user(
     role: &str,
     groups: &[String],
     password: PasswordInput,
-) -> CliResult<bool> {
+) -> Result<bool> {
     validate_name("user", name)?;
     if store::get_role(c, role)?.is_none() {
-        return Err(CliError::new(
+        return Err(Error::new(
             ErrorCode::NotFound,
             format!("role {role:?} does not exist"),
         ));
@@ -154,20 +154,20 @@ pub fn put_user(
         (PasswordInput::Plain(p), Some(u)) if super::auth::verify_password(p, &u.pw_hash) => None,
         (PasswordInput::Plain(p), _) => {
             if p.is_empty() {
-                return Err(CliError::usage("the password is empty"));
+                return Err(Error::usage("the password is empty"));
             }
-            Some(super::auth::hash_password(p).map_err(CliError::internal)?)
+            Some(super::auth::hash_password(p).map_err(Error::internal)?)
         }
         (PasswordInput::Hash(h), Some(u)) if *h == u.pw_hash => None,
         (PasswordInput::Hash(h), _) => {
             if !super::auth::valid_hash(h) {
-                return Err(CliError::usage("password_hash is not an argon2 PHC string"));
+                return Err(Error::usage("password_hash is not an argon2 PHC string"));
             }
             Some(h.clone())
         }
         (PasswordInput::Keep, Some(_)) => None,
         (PasswordInput::Keep, None) => {
-            return Err(CliError::usage(format!("user {name:?} needs a password")))
+            return Err(Error::usage(format!("user {name:?} needs a password")))
         }
     };
     match existing {
@@ -204,10 +204,9 @@ pub fn put_user(
     }
 }
 
-pub fn set_password(c: &Connection, name: &str, password: &str) -> CliResult<bool> {
-    let u = store::get_user(c, name)?.ok_or_else(|| {
-        CliError::new(ErrorCode::NotFound, format!("user {name:?} does not exist"))
-    })?;
+pub fn set_password(c: &Connection, name: &str, password: &str) -> Result<bool> {
+    let u = store::get_user(c, name)?
+        .ok_or_else(|| Error::new(ErrorCode::NotFound, format!("user {name:?} does not exist")))?;
     put_user(
         c,
         name,
@@ -217,27 +216,27 @@ pub fn set_password(c: &Connection, name: &str, password: &str) -> CliResult<boo
     )
 }
 
-pub fn del_user(c: &Connection, name: &str) -> CliResult<bool> {
+pub fn del_user(c: &Connection, name: &str) -> Result<bool> {
     Ok(c.execute("DELETE FROM users WHERE name=?1", [name])? > 0)
 }
 
-pub fn users(c: &Connection) -> CliResult<Vec<User>> {
+pub fn users(c: &Connection) -> Result<Vec<User>> {
     Ok(store::list_users(c)?)
 }
 
 // ---------- roles ----------
 
-pub fn put_role(c: &Connection, name: &str, permissions: &[String]) -> CliResult<bool> {
+pub fn put_role(c: &Connection, name: &str, permissions: &[String]) -> Result<bool> {
     validate_name("role", name)?;
     if perms::is_builtin(name) {
-        return Err(CliError::usage(format!(
+        return Err(Error::usage(format!(
             "role {name:?} is built in and cannot be changed"
         )));
     }
     let mut ps: Vec<String> = Vec::new();
     for p in permissions {
         if !perms::is_known(p) {
-            return Err(CliError::usage(format!(
+            return Err(Error::usage(format!(
                 "unknown permission {p:?}; known: {}",
                 perms::ALL.join(", ")
             )));
@@ -260,9 +259,9 @@ pub fn put_role(c: &Connection, name: &str, permissions: &[String]) -> CliResult
     }
 }
 
-pub fn del_role(c: &Connection, name: &str) -> CliResult<bool> {
+pub fn del_role(c: &Connection, name: &str) -> Result<bool> {
     if perms::is_builtin(name) {
-        return Err(CliError::usage(format!(
+        return Err(Error::usage(format!(
             "role {name:?} is built in and cannot be deleted"
         )));
     }
@@ -270,7 +269,7 @@ pub fn del_role(c: &Connection, name: &str) -> CliResult<bool> {
         r.get(0)
     })?;
     if users > 0 {
-        return Err(CliError::new(
+        return Err(Error::new(
             ErrorCode::Conflict,
             format!("role {name:?} is still assigned to {users} user(s)"),
         ));
@@ -278,13 +277,13 @@ pub fn del_role(c: &Connection, name: &str) -> CliResult<bool> {
     Ok(c.execute("DELETE FROM roles WHERE name=?1", [name])? > 0)
 }
 
-pub fn roles(c: &Connection) -> CliResult<Vec<Role>> {
+pub fn roles(c: &Connection) -> Result<Vec<Role>> {
     Ok(store::list_roles(c)?)
 }
 
 // ---------- contact groups ----------
 
-pub fn put_group(c: &Connection, name: &str, alias: &str) -> CliResult<bool> {
+pub fn put_group(c: &Connection, name: &str, alias: &str) -> Result<bool> {
     validate_name("contact group", name)?;
     let cur: Option<String> = c
         .query_row(
@@ -304,7 +303,7 @@ pub fn put_group(c: &Connection, name: &str, alias: &str) -> CliResult<bool> {
     Ok(true)
 }
 
-pub fn del_group(c: &Connection, name: &str) -> CliResult<bool> {
+pub fn del_group(c: &Connection, name: &str) -> Result<bool> {
     let like = format!("%\"{name}\"%");
     let used: i64 = c.query_row(
         "SELECT (SELECT COUNT(*) FROM users WHERE contact_groups LIKE ?1)
@@ -314,7 +313,7 @@ pub fn del_group(c: &Connection, name: &str) -> CliResult<bool> {
         |r| r.get(0),
     )?;
     if used > 0 {
-        return Err(CliError::new(
+        return Err(Error::new(
             ErrorCode::Conflict,
             format!(
                 "contact group {name:?} is still in use by {used} user(s), host(s) or folder(s)"
@@ -327,7 +326,7 @@ pub fn del_group(c: &Connection, name: &str) -> CliResult<bool> {
 // ---------- folders ----------
 
 /// Creates the folder (and missing parents, without groups) or updates its groups.
-pub fn put_folder(c: &Connection, path: &str, groups: &[String]) -> CliResult<(String, bool)> {
+pub fn put_folder(c: &Connection, path: &str, groups: &[String]) -> Result<(String, bool)> {
     let path = normalize_folder(path)?;
     let groups = normalize_groups(c, groups)?;
     let mut changed = false;
@@ -355,10 +354,10 @@ pub fn put_folder(c: &Connection, path: &str, groups: &[String]) -> CliResult<(S
     Ok((path, changed))
 }
 
-pub fn del_folder(c: &Connection, path: &str) -> CliResult<bool> {
+pub fn del_folder(c: &Connection, path: &str) -> Result<bool> {
     let path = normalize_folder(path)?;
     if path == "/" {
-        return Err(CliError::usage("the root folder cannot be deleted"));
+        return Err(Error::usage("the root folder cannot be deleted"));
     }
     let sub = format!("{path}/%");
     let used: i64 = c.query_row(
@@ -368,7 +367,7 @@ pub fn del_folder(c: &Connection, path: &str) -> CliResult<bool> {
         |r| r.get(0),
     )?;
     if used > 0 {
-        return Err(CliError::new(
+        return Err(Error::new(
             ErrorCode::Conflict,
             format!("folder {path:?} still contains hosts or subfolders"),
         ));
@@ -376,7 +375,7 @@ pub fn del_folder(c: &Connection, path: &str) -> CliResult<bool> {
     Ok(c.execute("DELETE FROM folders WHERE path=?1", [path])? > 0)
 }
 
-pub fn folders(c: &Connection) -> CliResult<Vec<Folder>> {
+pub fn folders(c: &Connection) -> Result<Vec<Folder>> {
     Ok(store::list_folders(c)?)
 }
 
@@ -403,11 +402,11 @@ pub struct HostSpec {
     pub agent_port: Option<u16>,
 }
 
-pub fn build_host(c: &Connection, name: &str, spec: &HostSpec) -> CliResult<Host> {
+pub fn build_host(c: &Connection, name: &str, spec: &HostSpec) -> Result<Host> {
     validate::validate_host_name(name)?;
     let folder = normalize_folder(spec.folder.as_deref().unwrap_or("/"))?;
     if store::get_folder(c, &folder)?.is_none() {
-        return Err(CliError::new(
+        return Err(Error::new(
             ErrorCode::NotFound,
             format!("folder {folder:?} does not exist"),
         ));
@@ -422,11 +421,11 @@ pub fn build_host(c: &Connection, name: &str, spec: &HostSpec) -> CliResult<Host
     let mode = match spec.mode.as_deref() {
         None => crate::wire::api::ConnectionMode::Pull,
         Some(m) => crate::wire::api::ConnectionMode::parse(m)
-            .ok_or_else(|| CliError::usage(format!("invalid mode {m:?}: use pull or push")))?,
+            .ok_or_else(|| Error::usage(format!("invalid mode {m:?}: use pull or push")))?,
     };
     if let Some(a) = &spec.address {
         if a.is_empty() || a.len() > 253 || a.chars().any(|ch| ch.is_whitespace() || ch == '/') {
-            return Err(CliError::usage(format!("invalid address {a:?}")));
+            return Err(Error::usage(format!("invalid address {a:?}")));
         }
     }
     Ok(Host {
@@ -442,7 +441,7 @@ pub fn build_host(c: &Connection, name: &str, spec: &HostSpec) -> CliResult<Host
 }
 
 /// Adds the host or updates it to `spec`; unchanged → false.
-pub fn put_host(c: &Connection, name: &str, spec: &HostSpec) -> CliResult<bool> {
+pub fn put_host(c: &Connection, name: &str, spec: &HostSpec) -> Result<bool> {
     let h = build_host(c, name, spec)?;
     if store::get_host(c, name)?.as_ref() == Some(&h) {
         return Ok(false);
@@ -451,7 +450,7 @@ pub fn put_host(c: &Connection, name: &str, spec: &HostSpec) -> CliResult<bool> 
     Ok(true)
 }
 
-pub fn del_host(c: &Connection, name: &str) -> CliResult<bool> {
+pub fn del_host(c: &Connection, name: &str) -> Result<bool> {
     for r in store::registrations_of_host(c, name)? {
         store::revoke_registration(c, &r.uuid)?;
     }
@@ -494,14 +493,14 @@ impl Rule {
     }
 }
 
-pub fn normalize_rule(c: &Connection, r: &Rule) -> CliResult<Rule> {
+pub fn normalize_rule(c: &Connection, r: &Rule) -> Result<Rule> {
     validate_name("rule", &r.name)?;
     let mut r = r.clone();
     match r.action.as_str() {
         "create" => {
             let f = normalize_folder(r.folder.as_deref().unwrap_or("/"))?;
             if store::get_folder(c, &f)?.is_none() {
-                return Err(CliError::new(
+                return Err(Error::new(
                     ErrorCode::NotFound,
                     format!("folder {f:?} does not exist"),
                 ));
@@ -509,9 +508,8 @@ pub fn normalize_rule(c: &Connection, r: &Rule) -> CliResult<Rule> {
             r.folder = Some(f);
             r.reason = None;
             if let Some(m) = &r.mode {
-                let m = crate::wire::api::ConnectionMode::parse(m).ok_or_else(|| {
-                    CliError::usage(format!("invalid mode {m:?}: use pull or push"))
-                })?;
+                let m = crate::wire::api::ConnectionMode::parse(m)
+                    .ok_or_else(|| Error::usage(format!("invalid mode {m:?}: use pull or push")))?;
                 r.mode = Some(m.as_str().to_string());
             }
         }
@@ -529,7 +527,7 @@ pub fn normalize_rule(c: &Connection, r: &Rule) -> CliResult<Rule> {
             r.mode = None;
         }
         a => {
-            return Err(CliError::usage(format!(
+            return Err(Error::usage(format!(
                 "invalid rule action {a:?}: use create, decline or hold"
             )))
         }
@@ -537,7 +535,7 @@ pub fn normalize_rule(c: &Connection, r: &Rule) -> CliResult<Rule> {
     Ok(r)
 }
 
-pub fn rules(c: &Connection) -> CliResult<Vec<Rule>> {
+pub fn rules(c: &Connection) -> Result<Vec<Rule>> {
     let mut st = c.prepare(
         "SELECT name, match_labels, action, folder, hostname_label, reason, mode FROM rules ORDER BY position, name",
     )?;
@@ -556,12 +554,12 @@ pub fn rules(c: &Connection) -> CliResult<Vec<Rule>> {
 }
 
 /// Replaces the whole ordered rule list; unchanged → false.
-pub fn set_rules(c: &Connection, new: &[Rule]) -> CliResult<bool> {
+pub fn set_rules(c: &Connection, new: &[Rule]) -> Result<bool> {
     let mut norm = Vec::new();
     for r in new {
         let n = normalize_rule(c, r)?;
         if norm.iter().any(|x: &Rule| x.name == n.name) {
-            return Err(CliError::usage(format!("rule {:?} appears twice", n.name)));
+            return Err(Error::usage(format!("rule {:?} appears twice", n.name)));
         }
         norm.push(n);
     }
@@ -589,7 +587,7 @@ pub fn set_rules(c: &Connection, new: &[Rule]) -> CliResult<bool> {
 }
 
 /// Adds or replaces one rule; `position` None keeps an existing rule's place or appends.
-pub fn put_rule(c: &Connection, rule: &Rule, position: Option<usize>) -> CliResult<bool> {
+pub fn put_rule(c: &Connection, rule: &Rule, position: Option<usize>) -> Result<bool> {
     let mut all = rules(c)?;
     let cur = all.iter().position(|r| r.name == rule.name);
     let at = match (position, cur) {
@@ -605,7 +603,7 @@ pub fn put_rule(c: &Connection, rule: &Rule, position: Option<usize>) -> CliResu
     set_rules(c, &all)
 }
 
-pub fn del_rule(c: &Connection, name: &str) -> CliResult<bool> {
+pub fn del_rule(c: &Connection, name: &str) -> Result<bool> {
     let mut all = rules(c)?;
     let before = all.len();
     all.retain(|r| r.name != name);
@@ -629,16 +627,16 @@ pub struct TokenInfo {
 }
 
 /// Creates a token and returns (id, secret). Only the secret's SHA-256 is stored.
-pub fn create_token(c: &Connection, host: &str, ttl_secs: i64) -> CliResult<(i64, String, i64)> {
+pub fn create_token(c: &Connection, host: &str, ttl_secs: i64) -> Result<(i64, String, i64)> {
     validate::validate_host_name(host)?;
     if store::get_host(c, host)?.is_none() {
-        return Err(CliError::new(
+        return Err(Error::new(
             ErrorCode::HostNotFound,
             format!("Host {host} does not exist."),
         ));
     }
     if ttl_secs <= 0 {
-        return Err(CliError::usage("the token lifetime must be positive"));
+        return Err(Error::usage("the token lifetime must be positive"));
     }
     let secret = uuid::Uuid::new_v4().hyphenated().to_string();
     let t = store::now();
@@ -650,7 +648,7 @@ pub fn create_token(c: &Connection, host: &str, ttl_secs: i64) -> CliResult<(i64
     Ok((c.last_insert_rowid(), secret, expires))
 }
 
-pub fn tokens(c: &Connection) -> CliResult<Vec<TokenInfo>> {
+pub fn tokens(c: &Connection) -> Result<Vec<TokenInfo>> {
     let mut st = c.prepare(
         "SELECT id, host, created_at, expires_at, used_at, used_by_uuid, revoked FROM tokens ORDER BY id",
     )?;
@@ -668,7 +666,7 @@ pub fn tokens(c: &Connection) -> CliResult<Vec<TokenInfo>> {
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-pub fn revoke_token(c: &Connection, id: i64) -> CliResult<bool> {
+pub fn revoke_token(c: &Connection, id: i64) -> Result<bool> {
     let n = c.execute(
         "UPDATE tokens SET revoked=1 WHERE id=?1 AND revoked=0",
         [id],
@@ -678,7 +676,7 @@ pub fn revoke_token(c: &Connection, id: i64) -> CliResult<bool> {
             .query_row("SELECT id FROM tokens WHERE id=?1", [id], |r| r.get(0))
             .optional()?;
         if exists.is_none() {
-            return Err(CliError::new(
+            return Err(Error::new(
                 ErrorCode::NotFound,
                 format!("token {id} does not exist"),
             ));
@@ -688,7 +686,7 @@ pub fn revoke_token(c: &Connection, id: i64) -> CliResult<bool> {
 }
 
 /// Revokes every registration of the host; returns the UUIDs revoked.
-pub fn unregister(c: &Connection, host: &str) -> CliResult<Vec<String>> {
+pub fn unregister(c: &Connection, host: &str) -> Result<Vec<String>> {
     let mut out = Vec::new();
     for r in store::registrations_of_host(c, host)? {
         if r.revoked_at.is_none() {

@@ -5,12 +5,29 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use rusqlite::Connection;
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 use super::admin::{self, HostSpec, PasswordInput, Rule};
 use super::store;
-use crate::cli::error::{CliError, CliResult};
-use crate::cli::receiver::output::{ApplyChange, ApplyOut};
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct ApplyChange {
+    /// user, role, group, folder, host, rules.
+    pub kind: String,
+    pub name: String,
+    /// create, update or delete.
+    pub action: String,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ApplyOut {
+    pub ok: bool,
+    pub changed: bool,
+    pub dry_run: bool,
+    pub changes: Vec<ApplyChange>,
+}
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -118,22 +135,22 @@ impl HostItem {
     }
 }
 
-pub fn parse(path: &Path) -> CliResult<ApplyFile> {
+pub fn parse(path: &Path) -> Result<ApplyFile> {
     let text = std::fs::read_to_string(path)
-        .map_err(|e| CliError::usage(format!("cannot read {}: {e}", path.display())))?;
+        .map_err(|e| Error::usage(format!("cannot read {}: {e}", path.display())))?;
     let is_json = path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("json"));
     if is_json {
         serde_json::from_str(&text)
-            .map_err(|e| CliError::usage(format!("{}: invalid JSON: {e}", path.display())))
+            .map_err(|e| Error::usage(format!("{}: invalid JSON: {e}", path.display())))
     } else {
         serde_yaml::from_str(&text)
-            .map_err(|e| CliError::usage(format!("{}: invalid YAML: {e}", path.display())))
+            .map_err(|e| Error::usage(format!("{}: invalid YAML: {e}", path.display())))
     }
 }
 
-fn user_password(u: &UserItem, base: &Path) -> CliResult<PasswordInput> {
+fn user_password(u: &UserItem, base: &Path) -> Result<PasswordInput> {
     let given = [
         u.password_file.is_some(),
         u.password_env.is_some(),
@@ -143,7 +160,7 @@ fn user_password(u: &UserItem, base: &Path) -> CliResult<PasswordInput> {
     .filter(|x| **x)
     .count();
     if given > 1 {
-        return Err(CliError::usage(format!(
+        return Err(Error::usage(format!(
             "user {}: give only one of password_file, password_env, password_hash",
             u.name
         )));
@@ -152,11 +169,11 @@ fn user_password(u: &UserItem, base: &Path) -> CliResult<PasswordInput> {
         // Relative paths are relative to the apply file, so a file and its secrets travel together.
         let p = base.join(f);
         let s = std::fs::read_to_string(&p).map_err(|e| {
-            CliError::usage(format!("user {}: cannot read {}: {e}", u.name, p.display()))
+            Error::usage(format!("user {}: cannot read {}: {e}", u.name, p.display()))
         })?;
         let pw = s.lines().next().unwrap_or("").to_string();
         if pw.is_empty() {
-            return Err(CliError::usage(format!(
+            return Err(Error::usage(format!(
                 "user {}: password file is empty",
                 u.name
             )));
@@ -165,7 +182,7 @@ fn user_password(u: &UserItem, base: &Path) -> CliResult<PasswordInput> {
     }
     if let Some(v) = &u.password_env {
         let pw = std::env::var(v).map_err(|_| {
-            CliError::usage(format!(
+            Error::usage(format!(
                 "user {}: environment variable {v} is not set",
                 u.name
             ))
@@ -201,7 +218,7 @@ impl Changes {
     }
 }
 
-pub fn converge(c: &Connection, f: &ApplyFile, base: &Path) -> CliResult<Vec<ApplyChange>> {
+pub fn converge(c: &Connection, f: &ApplyFile, base: &Path) -> Result<Vec<ApplyChange>> {
     let mut ch = Changes(Vec::new());
     // Create in dependency order: groups → roles → folders → users → hosts → rules.
     for g in f.groups.iter().filter(|g| !g.absent) {
@@ -233,12 +250,7 @@ pub fn converge(c: &Connection, f: &ApplyFile, base: &Path) -> CliResult<Vec<App
         let role = match (&u.role, &existing) {
             (Some(r), _) => r.clone(),
             (None, Some(e)) => e.role.clone(),
-            (None, None) => {
-                return Err(CliError::usage(format!(
-                    "user {}: role is required",
-                    u.name
-                )))
-            }
+            (None, None) => return Err(Error::usage(format!("user {}: role is required", u.name))),
         };
         let pw = user_password(u, base)?;
         let changed = admin::put_user(c, &u.name, &role, &u.contact_groups, pw)?;
@@ -282,15 +294,15 @@ pub fn converge(c: &Connection, f: &ApplyFile, base: &Path) -> CliResult<Vec<App
 /// Marker error that rolls the dry run's transaction back while carrying its result.
 struct DryRun(Vec<ApplyChange>);
 
-pub fn run(dir: &Path, file: &Path, dry_run: bool) -> CliResult<ApplyOut> {
+pub fn run(dir: &Path, file: &Path, dry_run: bool) -> Result<ApplyOut> {
     let f = parse(file)?;
     let base = file.parent().unwrap_or(Path::new(".")).to_path_buf();
-    let mut c = crate::cli::receiver::open_db(dir)?;
+    let mut c = store::open_db(dir)?;
     admin::site(&c)?;
-    let result: Result<Vec<ApplyChange>, Result<DryRun, CliError>> = (|| {
+    let result: Result<Vec<ApplyChange>, Result<DryRun, Error>> = (|| {
         let tx = c
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(|e| Err(CliError::from(e)))?;
+            .map_err(|e| Err(Error::from(e)))?;
         let changes = converge(&tx, &f, &base).map_err(Err)?;
         if dry_run {
             // Dropping the transaction rolls it back.
@@ -308,9 +320,9 @@ pub fn run(dir: &Path, file: &Path, dry_run: bool) -> CliResult<ApplyOut> {
                     ..Default::default()
                 },
             )
-            .map_err(|e| Err(CliError::from(e)))?;
+            .map_err(|e| Err(Error::from(e)))?;
         }
-        tx.commit().map_err(|e| Err(CliError::from(e)))?;
+        tx.commit().map_err(|e| Err(Error::from(e)))?;
         Ok(changes)
     })();
     let changes = match result {

@@ -8,16 +8,49 @@ use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, RootCertStore};
+use schemars::JsonSchema;
+use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use super::ca::SiteKeys;
 use super::{admin, ingest, store};
-use crate::cli::error::{CliError, CliResult, ErrorCode};
-use crate::cli::receiver::args::FetchArgs;
-use crate::cli::receiver::output::{FetchOut, FetchResult};
+use crate::error::{Error, ErrorCode, Result};
 use crate::wire::{paths, pull};
+
+/// What to pull and how.
+#[derive(Debug, Clone)]
+pub struct FetchOptions {
+    /// One host, or None for every registered pull host.
+    pub host: Option<String>,
+    pub concurrency: usize,
+    /// Timeout of each phase (connect, handshake, read).
+    pub timeout: Duration,
+    /// Largest agent output after decompression in bytes.
+    pub max_output_bytes: usize,
+    /// Also pull hosts without a registration in legacy plaintext mode.
+    pub allow_plaintext: bool,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct FetchResult {
+    pub host: String,
+    pub ok: bool,
+    /// Bytes of agent output stored (after decompression).
+    pub bytes: usize,
+    pub duration_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct FetchOut {
+    pub ok: bool,
+    pub results: Vec<FetchResult>,
+    pub succeeded: usize,
+    pub failed: usize,
+}
 
 struct Target {
     host: String,
@@ -27,29 +60,29 @@ struct Target {
     port: u16,
 }
 
-fn client_config(keys: &SiteKeys) -> CliResult<ClientConfig> {
+fn client_config(keys: &SiteKeys) -> Result<ClientConfig> {
     let mut roots = RootCertStore::empty();
     roots
         .add(keys.agent_ca_der.clone())
-        .map_err(|e| CliError::local_state(format!("agent CA: {e}")))?;
+        .map_err(|e| Error::local_state(format!("agent CA: {e}")))?;
     let key = keys
         .server_key()
-        .map_err(|e| CliError::local_state(e.to_string()))?;
+        .map_err(|e| Error::local_state(e.to_string()))?;
     ClientConfig::builder_with_provider(crate::wire::tls::provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| CliError::internal(e.to_string()))?
+        .map_err(|e| Error::internal(e.to_string()))?
         .with_root_certificates(roots)
         .with_client_auth_cert(keys.server_chain(), key)
-        .map_err(|e| CliError::local_state(format!("site certificate: {e}")))
+        .map_err(|e| Error::local_state(format!("site certificate: {e}")))
 }
 
-fn targets(c: &rusqlite::Connection, a: &FetchArgs) -> CliResult<Vec<Target>> {
+fn targets(c: &rusqlite::Connection, a: &FetchOptions) -> Result<Vec<Target>> {
     let now = store::now();
     let hosts = match &a.host {
         Some(h) => {
             crate::wire::validate::validate_host_name(h)?;
             vec![store::get_host(c, h)?.ok_or_else(|| {
-                CliError::new(ErrorCode::HostNotFound, format!("Host {h} does not exist."))
+                Error::new(ErrorCode::HostNotFound, format!("Host {h} does not exist."))
             })?]
         }
         None => store::list_hosts(c)?
@@ -67,7 +100,7 @@ fn targets(c: &rusqlite::Connection, a: &FetchArgs) -> CliResult<Vec<Target>> {
             Some(r) => Some(r.uuid),
             None if a.allow_plaintext => None,
             None if a.host.is_some() => {
-                return Err(CliError::new(
+                return Err(Error::new(
                     ErrorCode::NotFound,
                     format!(
                         "host {} has no live registration; register its agent first \
@@ -160,9 +193,9 @@ async fn plaintext(
     Ok(buf)
 }
 
-pub fn run(dir: &Path, a: &FetchArgs) -> CliResult<FetchOut> {
-    let keys = SiteKeys::load(dir).map_err(|e| CliError::local_state(e.to_string()))?;
-    let conn = crate::cli::receiver::open_db(dir)?;
+pub fn run(dir: &Path, a: &FetchOptions) -> Result<FetchOut> {
+    let keys = SiteKeys::load(dir).map_err(|e| Error::local_state(e.to_string()))?;
+    let conn = store::open_db(dir)?;
     admin::site(&conn)?;
     let targets = targets(&conn, a)?;
     let connector = TlsConnector::from(Arc::new(client_config(&keys)?));
@@ -170,7 +203,7 @@ pub fn run(dir: &Path, a: &FetchArgs) -> CliResult<FetchOut> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| CliError::internal(e.to_string()))?;
+        .map_err(|e| Error::internal(e.to_string()))?;
     let results = rt.block_on(async {
         let sem = Arc::new(tokio::sync::Semaphore::new(a.concurrency.max(1)));
         let mut handles = Vec::new();
@@ -226,7 +259,7 @@ pub fn run(dir: &Path, a: &FetchArgs) -> CliResult<FetchOut> {
     };
     if a.host.is_some() && failed == 1 {
         let msg = out.results[0].error.clone().unwrap_or_default();
-        return Err(CliError::new(
+        return Err(Error::new(
             ErrorCode::Network,
             format!("fetch {}: {msg}", out.results[0].host),
         ));

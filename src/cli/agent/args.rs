@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::cli::error::{CliError, CliResult};
+use crate::cli::error::{Error, Result};
 use crate::controller::client::{self, Target};
 use crate::controller::keys::KeyType;
 use crate::controller::register::{Credentials, TrustChoice};
@@ -23,7 +23,7 @@ pub struct ServerArgs {
 }
 
 impl ServerArgs {
-    pub fn target(&self) -> CliResult<Target> {
+    pub fn target(&self) -> Result<Target> {
         validate::validate_site_name(&self.site)?;
         let (host, port) = split_host_port(&self.server)?;
         let port = match port {
@@ -39,9 +39,9 @@ impl ServerArgs {
 }
 
 /// `host`, `host:port`, `[v6]`, `[v6]:port`, bare v6.
-pub fn split_host_port(s: &str) -> CliResult<(String, Option<u16>)> {
+pub fn split_host_port(s: &str) -> Result<(String, Option<u16>)> {
     let bad = || {
-        CliError::usage(format!(
+        Error::usage(format!(
             "invalid --server {s:?}: expected HOST or HOST:PORT"
         ))
     };
@@ -97,27 +97,27 @@ fn env_secret(name: &str) -> Option<String> {
 }
 
 impl SecretArgs {
-    pub fn credentials(&self, allow_token: bool) -> CliResult<Credentials> {
+    pub fn credentials(&self, allow_token: bool) -> Result<Credentials> {
         let password = if let Some(f) = &self.password_file {
             let text = std::fs::read_to_string(f).map_err(|e| {
-                CliError::usage(format!("cannot read --password-file {}: {e}", f.display()))
+                Error::usage(format!("cannot read --password-file {}: {e}", f.display()))
             })?;
             Some(first_line(&text))
         } else if self.password_stdin {
             let mut text = String::new();
-            std::io::stdin().read_to_string(&mut text).map_err(|e| {
-                CliError::usage(format!("cannot read the password from stdin: {e}"))
-            })?;
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .map_err(|e| Error::usage(format!("cannot read the password from stdin: {e}")))?;
             Some(first_line(&text))
         } else {
             env_secret("TETHER_PASSWORD")
         };
         if password.as_deref() == Some("") {
-            return Err(CliError::usage("the password is empty"));
+            return Err(Error::usage("the password is empty"));
         }
         let token = if let Some(f) = &self.token_file {
             let text = std::fs::read_to_string(f).map_err(|e| {
-                CliError::usage(format!("cannot read --token-file {}: {e}", f.display()))
+                Error::usage(format!("cannot read --token-file {}: {e}", f.display()))
             })?;
             Some(first_line(&text).trim().to_string())
         } else if allow_token && password.is_none() {
@@ -126,12 +126,12 @@ impl SecretArgs {
             None
         };
         if token.is_some() && !allow_token {
-            return Err(CliError::usage(
+            return Err(Error::usage(
                 "this command does not accept tokens; use --user with a password",
             ));
         }
         if token.is_none() && self.user.is_none() {
-            return Err(CliError::usage(
+            return Err(Error::usage(
                 "no credentials: pass --user with --password-file/--password-stdin/TETHER_PASSWORD, or a token with --token-file/TETHER_TOKEN",
             ));
         }
@@ -158,18 +158,17 @@ pub struct TrustArgs {
 }
 
 impl TrustArgs {
-    pub fn choice(&self) -> CliResult<TrustChoice> {
+    pub fn choice(&self) -> Result<TrustChoice> {
         if let Some(fp) = &self.trust_fingerprint {
             return Ok(TrustChoice::Given(TrustMode::Fingerprint(
                 certs::parse_fingerprint(fp)?,
             )));
         }
         if let Some(f) = &self.root_ca {
-            let pem = std::fs::read_to_string(f).map_err(|e| {
-                CliError::usage(format!("cannot read --root-ca {}: {e}", f.display()))
-            })?;
+            let pem = std::fs::read_to_string(f)
+                .map_err(|e| Error::usage(format!("cannot read --root-ca {}: {e}", f.display())))?;
             let roots = certs::certs_from_pem(&pem)
-                .map_err(|e| CliError::usage(format!("--root-ca {}: {e}", f.display())))?;
+                .map_err(|e| Error::usage(format!("--root-ca {}: {e}", f.display())))?;
             return Ok(TrustChoice::Given(TrustMode::Roots(roots)));
         }
         if self.trust_cert {

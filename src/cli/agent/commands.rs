@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::views::*;
 use super::{Cli, Command, DaemonArgs};
-use crate::cli::error::{CliError, CliResult, ErrorCode};
+use crate::cli::error::{Error, ErrorCode, Result};
 use crate::cli::output::{finish, print_json, report_error};
 use crate::controller::agent_source::{self, Source};
 use crate::controller::bundle::{self, Bundle};
@@ -40,7 +40,7 @@ pub fn usage_error(json: bool, e: clap::Error) -> i32 {
         .unwrap_or("invalid arguments")
         .trim_start_matches("error: ")
         .to_string();
-    let err = CliError::usage(first).hint("see --help");
+    let err = Error::usage(first).hint("see --help");
     if json {
         report_error(true, &err);
     } else {
@@ -79,7 +79,7 @@ pub fn run(cli: Cli) -> i32 {
         } => match crate::controller::keys::refill_spare(&store.home, key_type) {
             Ok(_) => 0,
             Err(e) => {
-                report_error(json, &CliError::local_state(format!("spare key: {e}")));
+                report_error(json, &Error::local_state(format!("spare key: {e}")));
                 ErrorCode::LocalState.exit_code()
             }
         },
@@ -89,10 +89,7 @@ pub fn run(cli: Cli) -> i32 {
                 0
             }
             Err(e) => {
-                report_error(
-                    json,
-                    &CliError::local_state(format!("writing schemas: {e}")),
-                );
+                report_error(json, &Error::local_state(format!("writing schemas: {e}")));
                 ErrorCode::LocalState.exit_code()
             }
         },
@@ -116,7 +113,7 @@ fn daemon_exit(json: bool, role: daemon::Role, store: &Store, a: DaemonArgs) -> 
     }
 }
 
-fn cmd_register(store: &Store, a: super::RegisterArgs) -> CliResult<RegisterOutput> {
+fn cmd_register(store: &Store, a: super::RegisterArgs) -> Result<RegisterOutput> {
     validate::validate_host_name(&a.hostname)?;
     let creds = a.secrets.credentials(true)?;
     let trust = a.trust.choice()?;
@@ -148,7 +145,7 @@ fn cmd_register(store: &Store, a: super::RegisterArgs) -> CliResult<RegisterOutp
     })
 }
 
-fn cmd_register_new(store: &Store, a: super::RegisterNewArgs) -> CliResult<RegisterNewOutput> {
+fn cmd_register_new(store: &Store, a: super::RegisterNewArgs) -> Result<RegisterNewOutput> {
     let creds = a.secrets.credentials(false)?;
     let trust = a.trust.choice()?;
     let target = a.server.target()?;
@@ -196,7 +193,7 @@ enum ProxyResult {
     File(ProxyRegisterOutput),
 }
 
-fn cmd_proxy_register(a: super::ProxyRegisterArgs) -> CliResult<ProxyResult> {
+fn cmd_proxy_register(a: super::ProxyRegisterArgs) -> Result<ProxyResult> {
     validate::validate_host_name(&a.hostname)?;
     let creds = a.secrets.credentials(true)?;
     let trust = a.trust.choice()?;
@@ -214,8 +211,8 @@ fn cmd_proxy_register(a: super::ProxyRegisterArgs) -> CliResult<ProxyResult> {
     match a.output {
         None => Ok(ProxyResult::Stdout(bundle)),
         Some(path) => {
-            let data = serde_json::to_vec_pretty(&bundle)
-                .map_err(|e| CliError::internal(e.to_string()))?;
+            let data =
+                serde_json::to_vec_pretty(&bundle).map_err(|e| Error::internal(e.to_string()))?;
             // 0600 from the first byte: the bundle holds a private key.
             state::write_atomic(&path, &data).map_err(state_err)?;
             Ok(ProxyResult::File(ProxyRegisterOutput {
@@ -228,7 +225,7 @@ fn cmd_proxy_register(a: super::ProxyRegisterArgs) -> CliResult<ProxyResult> {
     }
 }
 
-fn cmd_probe(a: super::ProbeArgs) -> CliResult<ProbeOutput> {
+fn cmd_probe(a: super::ProbeArgs) -> Result<ProbeOutput> {
     let trust = a.trust.choice()?;
     let target = a.server.target()?;
     let p = crate::controller::probe::probe(&target, &trust)?;
@@ -248,21 +245,21 @@ fn local_hostname() -> String {
         .unwrap_or_default()
 }
 
-fn cmd_import(store: &Store, a: super::ImportArgs) -> CliResult<ImportOutput> {
+fn cmd_import(store: &Store, a: super::ImportArgs) -> Result<ImportOutput> {
     let text = if a.file == "-" {
         let mut s = String::new();
         std::io::stdin()
             .take(16 << 20)
             .read_to_string(&mut s)
-            .map_err(|e| CliError::usage(format!("reading stdin: {e}")))?;
+            .map_err(|e| Error::usage(format!("reading stdin: {e}")))?;
         s
     } else {
         std::fs::read_to_string(&a.file)
-            .map_err(|e| CliError::usage(format!("cannot read {}: {e}", a.file)))?
+            .map_err(|e| Error::usage(format!("cannot read {}: {e}", a.file)))?
     };
     let host = a.hostname.unwrap_or_else(local_hostname);
     let conns = bundle::parse_import(&text, &host)
-        .map_err(|e| CliError::usage(format!("import refused: {e}")))?;
+        .map_err(|e| Error::usage(format!("import refused: {e}")))?;
     let lock = store.lock(LOCK_WAIT).map_err(state_err)?;
     let mut reg = store.load().map_err(state_err)?;
     let mut imported = Vec::new();
@@ -290,7 +287,7 @@ fn cmd_import(store: &Store, a: super::ImportArgs) -> CliResult<ImportOutput> {
     })
 }
 
-pub fn remote_error(e: &CliError) -> RemoteError {
+pub fn remote_error(e: &Error) -> RemoteError {
     RemoteError {
         code: e.code(),
         message: e.0.message.clone(),
@@ -298,10 +295,10 @@ pub fn remote_error(e: &CliError) -> RemoteError {
     }
 }
 
-fn cmd_status(store: &Store, a: super::StatusArgs) -> CliResult<StatusOutput> {
+fn cmd_status(store: &Store, a: super::StatusArgs) -> Result<StatusOutput> {
     let reg = store.load().map_err(state_err)?;
     let (cfg, _) =
-        Config::load_or_default(a.config.as_deref(), &store.home).map_err(CliError::usage)?;
+        Config::load_or_default(a.config.as_deref(), &store.home).map_err(Error::usage)?;
     let query = |c: &state::Connection| -> RemoteView {
         if a.no_query_remote || c.server.is_empty() {
             return RemoteView {
@@ -392,7 +389,7 @@ fn cmd_status(store: &Store, a: super::StatusArgs) -> CliResult<StatusOutput> {
     })
 }
 
-fn cmd_delete(store: &Store, selector: Option<&str>) -> CliResult<DeleteOutput> {
+fn cmd_delete(store: &Store, selector: Option<&str>) -> Result<DeleteOutput> {
     let deleted = register::delete(store, selector)?;
     Ok(DeleteOutput {
         ok: true,
@@ -401,7 +398,7 @@ fn cmd_delete(store: &Store, selector: Option<&str>) -> CliResult<DeleteOutput> 
     })
 }
 
-fn cmd_renew(store: &Store, selector: Option<&str>) -> CliResult<RenewOutput> {
+fn cmd_renew(store: &Store, selector: Option<&str>) -> Result<RenewOutput> {
     let reg = store.load().map_err(state_err)?;
     let uuids: Vec<String> = match selector {
         Some(s) => reg.select(s).into_iter().map(|c| c.uuid.clone()).collect(),
@@ -413,7 +410,7 @@ fn cmd_renew(store: &Store, selector: Option<&str>) -> CliResult<RenewOutput> {
             .collect(),
     };
     if uuids.is_empty() {
-        return Err(CliError::new(
+        return Err(Error::new(
             ErrorCode::NotFound,
             match selector {
                 Some(s) => format!("no connection matches {s:?}"),
@@ -432,8 +429,8 @@ fn cmd_renew(store: &Store, selector: Option<&str>) -> CliResult<RenewOutput> {
     })
 }
 
-fn agent_output(store: &Store, config: Option<&std::path::Path>) -> CliResult<Vec<u8>> {
-    let (cfg, _) = Config::load_or_default(config, &store.home).map_err(CliError::usage)?;
+fn agent_output(store: &Store, config: Option<&std::path::Path>) -> Result<Vec<u8>> {
+    let (cfg, _) = Config::load_or_default(config, &store.home).map_err(Error::usage)?;
     let source = Source::from_config(&cfg.agent);
     agent_source::read_output_blocking(
         &source,
@@ -441,7 +438,7 @@ fn agent_output(store: &Store, config: Option<&std::path::Path>) -> CliResult<Ve
         cfg.agent.max_output_bytes,
     )
     .map_err(|e| {
-        CliError::new(
+        Error::new(
             ErrorCode::LocalState,
             format!("agent output unavailable: {e}"),
         )
@@ -449,7 +446,7 @@ fn agent_output(store: &Store, config: Option<&std::path::Path>) -> CliResult<Ve
     })
 }
 
-fn cmd_dump(store: &Store) -> CliResult<DumpOutput> {
+fn cmd_dump(store: &Store) -> Result<DumpOutput> {
     let out = agent_output(store, None)?;
     Ok(DumpOutput {
         ok: true,
@@ -458,7 +455,7 @@ fn cmd_dump(store: &Store) -> CliResult<DumpOutput> {
     })
 }
 
-fn cmd_push(store: &Store, a: &DaemonArgs) -> CliResult<PushOutput> {
+fn cmd_push(store: &Store, a: &DaemonArgs) -> Result<PushOutput> {
     let reg = store.load().map_err(state_err)?;
     let push_conns: Vec<_> = reg
         .connections
@@ -491,7 +488,7 @@ fn cmd_push(store: &Store, a: &DaemonArgs) -> CliResult<PushOutput> {
         .collect();
     if let Some(failed) = pushed.iter().find(|p| !p.ok) {
         let e = failed.error.as_ref();
-        return Err(CliError::new(
+        return Err(Error::new(
             e.map(|e| e.code).unwrap_or(ErrorCode::Protocol),
             format!(
                 "push for {} failed: {}",

@@ -7,7 +7,7 @@ use super::args::*;
 use super::db::{change, read, tx};
 use super::emit;
 use super::output::*;
-use crate::cli::error::{CliError, CliResult};
+use crate::cli::error::{Error, Result};
 use crate::receiver::admin::{self, PasswordInput};
 use crate::receiver::{perms, store};
 use crate::wire::certs;
@@ -18,27 +18,27 @@ fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or("").to_string()
 }
 
-pub fn read_password(p: &PasswordArgs) -> CliResult<String> {
+pub fn read_password(p: &PasswordArgs) -> Result<String> {
     let pw = if let Some(f) = &p.password_file {
         let s = std::fs::read_to_string(f)
-            .map_err(|e| CliError::usage(format!("cannot read {}: {e}", f.display())))?;
+            .map_err(|e| Error::usage(format!("cannot read {}: {e}", f.display())))?;
         first_line(&s)
     } else if p.password_stdin {
         let mut line = String::new();
         std::io::stdin()
             .lock()
             .read_line(&mut line)
-            .map_err(|e| CliError::usage(format!("cannot read stdin: {e}")))?;
+            .map_err(|e| Error::usage(format!("cannot read stdin: {e}")))?;
         first_line(&line)
     } else if let Ok(v) = std::env::var(PASSWORD_ENV) {
         v
     } else {
-        return Err(CliError::usage(format!(
+        return Err(Error::usage(format!(
             "no password given: use --password-file F, --password-stdin or {PASSWORD_ENV}"
         )));
     };
     if pw.is_empty() {
-        return Err(CliError::usage("the password is empty"));
+        return Err(Error::usage("the password is empty"));
     }
     Ok(pw)
 }
@@ -222,7 +222,7 @@ pub(super) fn rule_cmd(json: bool, dir: &Path, c: RuleCmd) -> i32 {
                 for kv in &matches {
                     let (k, v) = kv
                         .split_once('=')
-                        .ok_or_else(|| CliError::usage(format!("--match {kv:?}: use KEY=VALUE")))?;
+                        .ok_or_else(|| Error::usage(format!("--match {kv:?}: use KEY=VALUE")))?;
                     m.insert(k.to_string(), v.to_string());
                 }
                 let (action, folder, reason) = match (create_in, decline, hold) {
@@ -230,7 +230,7 @@ pub(super) fn rule_cmd(json: bool, dir: &Path, c: RuleCmd) -> i32 {
                     (None, Some(r), false) => ("decline", None, Some(r)),
                     (None, None, true) => ("hold", None, None),
                     _ => {
-                        return Err(CliError::usage(
+                        return Err(Error::usage(
                             "give exactly one of --create-in FOLDER, --decline REASON, --hold",
                         ))
                     }

@@ -4,15 +4,15 @@ use std::path::Path;
 use super::args::AuditArgs;
 use super::db::read;
 use super::output::{AgentDataOut, AuditList};
-use crate::cli::error::{CliError, CliResult, ErrorCode};
+use crate::cli::error::{Error, ErrorCode, Result};
 use crate::receiver::store;
 use crate::wire::certs;
 
-pub(super) fn agent_data(dir: &Path, host: &str) -> CliResult<AgentDataOut> {
+pub(super) fn agent_data(dir: &Path, host: &str) -> Result<AgentDataOut> {
     crate::wire::validate::validate_host_name(host)?;
     read(dir, |c| {
         let Some((at, via, data)) = crate::receiver::ingest::latest_output(c, host)? else {
-            return Err(CliError::new(
+            return Err(Error::new(
                 ErrorCode::NotFound,
                 format!("no agent data for host {host}"),
             ));
@@ -29,7 +29,7 @@ pub(super) fn agent_data(dir: &Path, host: &str) -> CliResult<AgentDataOut> {
     })
 }
 
-pub(super) fn audit(dir: &Path, a: AuditArgs) -> CliResult<AuditList> {
+pub(super) fn audit(dir: &Path, a: AuditArgs) -> Result<AuditList> {
     read(dir, |c| {
         Ok(AuditList {
             ok: true,

@@ -21,7 +21,7 @@ use self::data_cmds::{agent_data, audit};
 use self::output::*;
 use self::registration_cmds::{pending_cmd, registrations, unregister};
 use self::site_cmds::{fingerprint, init, serve};
-use crate::cli::error::{CliError, CliResult, ErrorCode};
+use crate::cli::error::{Error, ErrorCode, Result};
 use crate::cli::output::{finish, Render};
 
 pub use self::admin_cmds::read_password;
@@ -108,7 +108,7 @@ pub fn main() -> i32 {
                 let _ = e.print();
                 return 0;
             }
-            let err = CliError::usage(e.to_string().trim().to_string());
+            let err = Error::usage(e.to_string().trim().to_string());
             crate::cli::output::report_error(json_requested, &err);
             return ErrorCode::Usage.exit_code();
         }
@@ -121,7 +121,7 @@ pub fn main() -> i32 {
     run(cli)
 }
 
-fn emit<T: Render>(json: bool, r: CliResult<T>) -> i32 {
+fn emit<T: Render>(json: bool, r: Result<T>) -> i32 {
     finish(json, r)
 }
 
@@ -132,7 +132,7 @@ pub fn run(cli: Cli) -> i32 {
         None => {
             return emit::<FingerprintOut>(
                 json,
-                Err(CliError::usage(
+                Err(Error::usage(
                     "--dir DIR (or TETHER_RECEIVER_DIR) is required",
                 )),
             )
@@ -155,7 +155,16 @@ pub fn run(cli: Cli) -> i32 {
         }
         Command::Unregister { host } => emit(json, unregister(&dir, host)),
         Command::Audit(a) => emit(json, audit(&dir, a)),
-        Command::Fetch(a) => emit(json, crate::receiver::fetch::run(&dir, &a)),
+        Command::Fetch(a) => {
+            let opts = crate::receiver::fetch::FetchOptions {
+                host: a.host,
+                concurrency: a.concurrency,
+                timeout: a.timeout,
+                max_output_bytes: a.max_output_bytes,
+                allow_plaintext: a.allow_plaintext,
+            };
+            emit(json, crate::receiver::fetch::run(&dir, &opts))
+        }
         Command::AgentData(a) => emit(json, agent_data(&dir, &a.host)),
         Command::Apply(a) => emit(json, crate::receiver::apply::run(&dir, &a.file, a.dry_run)),
     }

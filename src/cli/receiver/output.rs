@@ -3,6 +3,9 @@
 use std::collections::BTreeMap;
 
 use schemars::JsonSchema;
+
+pub use crate::receiver::apply::{ApplyChange, ApplyOut};
+pub use crate::receiver::fetch::{FetchOut, FetchResult};
 use serde::Serialize;
 
 use crate::cli::output::Render;
@@ -404,24 +407,6 @@ impl Render for AuditList {
     }
 }
 
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct FetchResult {
-    pub host: String,
-    pub ok: bool,
-    /// Bytes of agent output stored (after decompression).
-    pub bytes: usize,
-    pub duration_ms: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct FetchOut {
-    pub ok: bool,
-    pub results: Vec<FetchResult>,
-    pub succeeded: usize,
-    pub failed: usize,
-}
 impl Render for FetchOut {
     fn text(&self) -> String {
         table(
@@ -458,22 +443,6 @@ impl Render for AgentDataOut {
     }
 }
 
-#[derive(Debug, Clone, Serialize, JsonSchema)]
-pub struct ApplyChange {
-    /// user, role, group, folder, host, rules.
-    pub kind: String,
-    pub name: String,
-    /// create, update or delete.
-    pub action: String,
-}
-
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct ApplyOut {
-    pub ok: bool,
-    pub changed: bool,
-    pub dry_run: bool,
-    pub changes: Vec<ApplyChange>,
-}
 impl Render for ApplyOut {
     fn text(&self) -> String {
         let mut s = String::new();

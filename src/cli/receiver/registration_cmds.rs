@@ -9,7 +9,7 @@ use super::args::PendingCmd;
 use super::db::{change, read, tx};
 use super::emit;
 use super::output::*;
-use crate::cli::error::{CliError, CliResult, ErrorCode};
+use crate::cli::error::{Error, ErrorCode, Result};
 use crate::receiver::{admin, ca, store};
 
 pub(super) fn pending_cmd(json: bool, dir: &Path, c: PendingCmd) -> i32 {
@@ -54,7 +54,7 @@ pub(super) fn pending_cmd(json: bool, dir: &Path, c: PendingCmd) -> i32 {
                     rusqlite::params![uuid, reason, store::now()],
                 )?;
                 if n == 0 {
-                    return Err(CliError::new(
+                    return Err(Error::new(
                         ErrorCode::NotFound,
                         format!("no pending registration with UUID {uuid}"),
                     ));
@@ -83,8 +83,8 @@ fn approve(
     host: Option<String>,
     folder: &str,
     mode: &str,
-) -> CliResult<ChangeOut> {
-    let keys = ca::SiteKeys::load(dir).map_err(|e| CliError::local_state(e.to_string()))?;
+) -> Result<ChangeOut> {
+    let keys = ca::SiteKeys::load(dir).map_err(|e| Error::local_state(e.to_string()))?;
     tx(dir, |c| {
         let row: Option<(String, String, String)> = c
             .query_row(
@@ -94,13 +94,13 @@ fn approve(
             )
             .optional()?;
         let Some((csr, labels, status)) = row else {
-            return Err(CliError::new(
+            return Err(Error::new(
                 ErrorCode::NotFound,
                 format!("no pending registration with UUID {uuid}"),
             ));
         };
         if status != "pending" {
-            return Err(CliError::new(
+            return Err(Error::new(
                 ErrorCode::Conflict,
                 format!("registration {uuid} is already decided ({status})"),
             ));
@@ -109,13 +109,13 @@ fn approve(
         let name = match host.or_else(|| labels.get(admin::DEFAULT_HOSTNAME_LABEL).cloned()) {
             Some(n) => n,
             None => {
-                return Err(CliError::usage(
+                return Err(Error::usage(
                     "the agent sent no cmk/hostname label; give --host",
                 ))
             }
         };
         if store::get_host(c, &name)?.is_some() {
-            return Err(CliError::new(
+            return Err(Error::new(
                 ErrorCode::Conflict,
                 format!("host {name} already exists; an existing host is never overwritten (decline, or give another --host)"),
             ));
@@ -128,10 +128,10 @@ fn approve(
         let h = admin::build_host(c, &name, &spec)?;
         store::put_host(c, &h)?;
         let lifetime = admin::cert_lifetime(c)?;
-        let v = ca::verify_csr(&csr, uuid).map_err(|e| CliError::usage(e.to_string()))?;
+        let v = ca::verify_csr(&csr, uuid).map_err(|e| Error::usage(e.to_string()))?;
         let issued = keys
             .sign_agent_cert(&v, uuid, lifetime)
-            .map_err(|e| CliError::internal(e.to_string()))?;
+            .map_err(|e| Error::internal(e.to_string()))?;
         store::insert_registration(
             c,
             uuid,
@@ -161,7 +161,7 @@ fn approve(
     })
 }
 
-pub(super) fn registrations(dir: &Path, host: Option<String>) -> CliResult<RegistrationList> {
+pub(super) fn registrations(dir: &Path, host: Option<String>) -> Result<RegistrationList> {
     read(dir, |c| {
         let now = store::now();
         let regs = match &host {
@@ -192,7 +192,7 @@ pub(super) fn registrations(dir: &Path, host: Option<String>) -> CliResult<Regis
     })
 }
 
-pub(super) fn unregister(dir: &Path, host: String) -> CliResult<ChangeOut> {
+pub(super) fn unregister(dir: &Path, host: String) -> Result<ChangeOut> {
     tx(dir, |c| {
         crate::wire::validate::validate_host_name(&host)?;
         let revoked = admin::unregister(c, &host)?;

@@ -5,25 +5,25 @@ use std::sync::Arc;
 use super::args::{InitArgs, ServeArgs};
 use super::db::{open_db, read};
 use super::output::{FingerprintOut, InitOut, ServeOut};
-use crate::cli::error::{CliError, CliResult, ErrorCode};
+use crate::cli::error::{Error, ErrorCode, Result};
 use crate::receiver::{admin, api, auth, ca, store};
 
-pub(super) fn init(dir: &Path, a: InitArgs) -> CliResult<InitOut> {
+pub(super) fn init(dir: &Path, a: InitArgs) -> Result<InitOut> {
     crate::wire::validate::validate_site_name(&a.site)?;
     for s in &a.sans {
         if s.is_empty() || s.len() > 253 || s.contains(['/', ' ', '\\']) {
-            return Err(CliError::usage(format!("invalid --san {s:?}")));
+            return Err(Error::usage(format!("invalid --san {s:?}")));
         }
     }
     std::fs::create_dir_all(dir)
-        .map_err(|e| CliError::local_state(format!("cannot create {}: {e}", dir.display())))?;
+        .map_err(|e| Error::local_state(format!("cannot create {}: {e}", dir.display())))?;
     // Check the site before creating keys, so a mismatched re-init changes nothing.
     let dbp = store::db_path(dir);
     if dbp.exists() {
         let c = open_db(dir)?;
         if let Some(s) = store::get_setting(&c, admin::SETTING_SITE)? {
             if s != a.site {
-                return Err(CliError::new(
+                return Err(Error::new(
                     ErrorCode::Conflict,
                     format!(
                         "{} is already initialised for site {s:?}, not {:?}",
@@ -34,12 +34,11 @@ pub(super) fn init(dir: &Path, a: InitArgs) -> CliResult<InitOut> {
             }
         }
     }
-    let created =
-        ca::init(dir, &a.site, &a.sans).map_err(|e| CliError::local_state(e.to_string()))?;
+    let created = ca::init(dir, &a.site, &a.sans).map_err(|e| Error::local_state(e.to_string()))?;
     let lifetime = a.cert_lifetime.as_secs().max(3600) as i64;
     let db_new = !dbp.exists();
     let mut c = store::open(&dbp)
-        .map_err(|e| CliError::local_state(format!("cannot create database: {e}")))?;
+        .map_err(|e| Error::local_state(format!("cannot create database: {e}")))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -54,39 +53,38 @@ pub(super) fn init(dir: &Path, a: InitArgs) -> CliResult<InitOut> {
         ok: true,
         site: a.site,
         dir: dir.display().to_string(),
-        fingerprint: ca::server_fingerprint(dir)
-            .map_err(|e| CliError::local_state(e.to_string()))?,
+        fingerprint: ca::server_fingerprint(dir).map_err(|e| Error::local_state(e.to_string()))?,
         changed: !created.is_empty() || db_changed,
         created,
     })
 }
 
-pub(super) fn fingerprint(dir: &Path) -> CliResult<FingerprintOut> {
+pub(super) fn fingerprint(dir: &Path) -> Result<FingerprintOut> {
     ca::server_fingerprint(dir)
         .map(|fingerprint| FingerprintOut {
             ok: true,
             fingerprint,
         })
-        .map_err(|e| CliError::local_state(e.to_string()).hint("run tether-receiver init first"))
+        .map_err(|e| Error::local_state(e.to_string()).hint("run tether-receiver init first"))
 }
 
-pub(super) fn serve(dir: &Path, a: ServeArgs) -> CliResult<ServeOut> {
+pub(super) fn serve(dir: &Path, a: ServeArgs) -> Result<ServeOut> {
     crate::wire::tls::install_default_provider();
     let (site, lifetime) = read(dir, |c| Ok((admin::site(c)?, admin::cert_lifetime(c)?)))?;
-    let keys = ca::SiteKeys::load(dir).map_err(|e| CliError::local_state(e.to_string()))?;
+    let keys = ca::SiteKeys::load(dir).map_err(|e| Error::local_state(e.to_string()))?;
     let db =
-        store::Db::open(&store::db_path(dir)).map_err(|e| CliError::local_state(e.to_string()))?;
+        store::Db::open(&store::db_path(dir)).map_err(|e| Error::local_state(e.to_string()))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| CliError::internal(format!("cannot start runtime: {e}")))?;
+        .map_err(|e| Error::internal(format!("cannot start runtime: {e}")))?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&a.listen)
             .await
-            .map_err(|e| CliError::usage(format!("cannot listen on {}: {e}", a.listen)))?;
+            .map_err(|e| Error::usage(format!("cannot listen on {}: {e}", a.listen)))?;
         let addr = listener
             .local_addr()
-            .map_err(|e| CliError::internal(e.to_string()))?;
+            .map_err(|e| Error::internal(e.to_string()))?;
         let st = Arc::new(api::AppState {
             site,
             keys,
@@ -109,12 +107,12 @@ pub(super) fn serve(dir: &Path, a: ServeArgs) -> CliResult<ServeOut> {
         });
         if let Some(f) = &a.ready_file {
             ca::write_atomic(f, addr.to_string().as_bytes(), 0o644)
-                .map_err(|e| CliError::local_state(e.to_string()))?;
+                .map_err(|e| Error::local_state(e.to_string()))?;
         }
         tracing::info!("listening on https://{addr}/{}/agent-receiver/", st.site);
         crate::receiver::server::serve(st, listener, shutdown_signal())
             .await
-            .map_err(CliError::local_state)?;
+            .map_err(Error::local_state)?;
         tracing::info!("shut down");
         Ok(ServeOut {
             ok: true,

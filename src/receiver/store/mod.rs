@@ -10,6 +10,8 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 
+use crate::error::Error;
+
 pub const DB_FILE: &str = "receiver.db";
 
 pub fn db_path(dir: &Path) -> PathBuf {
@@ -68,6 +70,39 @@ CREATE TABLE IF NOT EXISTS agent_data (
 
 pub fn migrate(c: &Connection) -> rusqlite::Result<()> {
     c.execute_batch(SCHEMA)
+}
+
+/// Opens an initialised site's database (`init` creates it).
+pub fn open_db(dir: &Path) -> crate::error::Result<Connection> {
+    let p = db_path(dir);
+    if !p.exists() {
+        return Err(
+            Error::local_state(format!("no database at {}", p.display()))
+                .hint("run tether-receiver init --dir DIR --site SITE first"),
+        );
+    }
+    let c =
+        open(&p).map_err(|e| Error::local_state(format!("cannot open {}: {e}", p.display())))?;
+    migrate(&c)?;
+    Ok(c)
+}
+
+/// Runs `f` in one write transaction on the site's database: all or nothing.
+pub fn tx<R>(
+    dir: &Path,
+    f: impl FnOnce(&Connection) -> crate::error::Result<R>,
+) -> crate::error::Result<R> {
+    let mut c = open_db(dir)?;
+    with_tx(&mut c, f)
+}
+
+/// Runs `f` on the site's database without a write transaction.
+pub fn read<R>(
+    dir: &Path,
+    f: impl FnOnce(&Connection) -> crate::error::Result<R>,
+) -> crate::error::Result<R> {
+    let c = open_db(dir)?;
+    f(&c)
 }
 
 pub fn now() -> i64 {
