@@ -145,7 +145,7 @@ pub fn parse(path: &Path) -> Result<ApplyFile> {
         serde_json::from_str(&text)
             .map_err(|e| Error::usage(format!("{}: invalid JSON: {e}", path.display())))
     } else {
-        serde_yaml::from_str(&text)
+        serde_yaml_ng::from_str(&text)
             .map_err(|e| Error::usage(format!("{}: invalid YAML: {e}", path.display())))
     }
 }

@@ -1,0 +1,60 @@
+//! Folders.
+use rusqlite::{params, Connection};
+
+use super::*;
+
+// ---------- folders ----------
+
+/// Creates the folder (and missing parents, without groups) or updates its groups.
+pub fn put_folder(c: &Connection, path: &str, groups: &[String]) -> Result<(String, bool)> {
+    let path = normalize_folder(path)?;
+    let groups = normalize_groups(c, groups)?;
+    let mut changed = false;
+    let anc = store::folder_ancestry(&path);
+    for p in &anc[..anc.len() - 1] {
+        if store::get_folder(c, p)?.is_none() {
+            c.execute(
+                "INSERT INTO folders(path, contact_groups) VALUES(?1,'[]')",
+                [p],
+            )?;
+            changed = true;
+        }
+    }
+    match store::get_folder(c, &path)? {
+        Some(f) if f.contact_groups == groups => {}
+        _ => {
+            c.execute(
+                "INSERT INTO folders(path, contact_groups) VALUES(?1,?2)
+                 ON CONFLICT(path) DO UPDATE SET contact_groups=excluded.contact_groups",
+                params![path, store::to_json(&groups)],
+            )?;
+            changed = true;
+        }
+    }
+    Ok((path, changed))
+}
+
+pub fn del_folder(c: &Connection, path: &str) -> Result<bool> {
+    let path = normalize_folder(path)?;
+    if path == "/" {
+        return Err(Error::usage("the root folder cannot be deleted"));
+    }
+    let sub = format!("{path}/%");
+    let used: i64 = c.query_row(
+        "SELECT (SELECT COUNT(*) FROM hosts WHERE folder=?1 OR folder LIKE ?2)
+              + (SELECT COUNT(*) FROM folders WHERE path LIKE ?2)",
+        params![path, sub],
+        |r| r.get(0),
+    )?;
+    if used > 0 {
+        return Err(Error::new(
+            ErrorCode::Conflict,
+            format!("folder {path:?} still contains hosts or subfolders"),
+        ));
+    }
+    Ok(c.execute("DELETE FROM folders WHERE path=?1", [path])? > 0)
+}
+
+pub fn folders(c: &Connection) -> Result<Vec<Folder>> {
+    Ok(store::list_folders(c)?)
+}

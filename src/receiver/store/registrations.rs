@@ -1,0 +1,119 @@
+//! Registrations (UUID ↔ host links) and the certificates issued for them.
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+
+use super::*;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Registration {
+    pub uuid: String,
+    pub host: String,
+    pub connection_mode: String,
+    pub registered_at: i64,
+    pub registered_by: String,
+    pub revoked_at: Option<i64>,
+    /// Latest expiry among the connection's certificates that are not revoked.
+    pub cert_not_after: Option<i64>,
+}
+
+fn reg_row(r: &rusqlite::Row) -> rusqlite::Result<Registration> {
+    Ok(Registration {
+        uuid: r.get(0)?,
+        host: r.get(1)?,
+        connection_mode: r.get(2)?,
+        registered_at: r.get(3)?,
+        registered_by: r.get(4)?,
+        revoked_at: r.get(5)?,
+        cert_not_after: r.get(6)?,
+    })
+}
+
+const REG_SELECT: &str =
+    "SELECT r.uuid, r.host, r.mode, r.registered_at, r.registered_by, r.revoked_at,
+    (SELECT MAX(not_after) FROM certs c WHERE c.uuid=r.uuid AND c.revoked_at IS NULL)
+    FROM registrations r";
+
+pub fn get_registration(c: &Connection, uuid: &str) -> rusqlite::Result<Option<Registration>> {
+    c.query_row(&format!("{REG_SELECT} WHERE r.uuid=?1"), [uuid], reg_row)
+        .optional()
+}
+
+pub fn registrations_of_host(c: &Connection, host: &str) -> rusqlite::Result<Vec<Registration>> {
+    let mut st = c.prepare(&format!(
+        "{REG_SELECT} WHERE r.host=?1 ORDER BY r.registered_at"
+    ))?;
+    let rows = st.query_map([host], reg_row)?;
+    rows.collect()
+}
+
+pub fn list_registrations(c: &Connection) -> rusqlite::Result<Vec<Registration>> {
+    let mut st = c.prepare(&format!("{REG_SELECT} ORDER BY r.host, r.registered_at"))?;
+    let rows = st.query_map([], reg_row)?;
+    rows.collect()
+}
+
+impl Registration {
+    /// Live: not revoked and holding a certificate that has not expired.
+    pub fn live(&self, now: i64) -> bool {
+        self.revoked_at.is_none() && self.cert_not_after.is_some_and(|t| t > now)
+    }
+}
+
+/// Records a registration of `uuid` for `host` and its first certificate.
+pub fn insert_registration(
+    c: &Connection,
+    uuid: &str,
+    host: &str,
+    mode: &str,
+    by: &str,
+    serial: &str,
+    not_after: i64,
+) -> rusqlite::Result<()> {
+    let t = now();
+    // The same UUID registering again (e.g. the controller re-ran registration) replaces its row.
+    c.execute(
+        "INSERT INTO registrations(uuid, host, mode, registered_at, registered_by, revoked_at)
+         VALUES(?1,?2,?3,?4,?5,NULL)
+         ON CONFLICT(uuid) DO UPDATE SET host=excluded.host, mode=excluded.mode,
+            registered_at=excluded.registered_at, registered_by=excluded.registered_by, revoked_at=NULL",
+        params![uuid, host, mode, t, by],
+    )?;
+    insert_cert(c, serial, uuid, not_after)
+}
+
+pub fn insert_cert(
+    c: &Connection,
+    serial: &str,
+    uuid: &str,
+    not_after: i64,
+) -> rusqlite::Result<()> {
+    c.execute(
+        "INSERT INTO certs(serial, uuid, not_after, issued_at) VALUES(?1,?2,?3,?4)",
+        params![serial, uuid, not_after, now()],
+    )?;
+    Ok(())
+}
+
+/// Revokes a registration and every certificate issued to its UUID.
+pub fn revoke_registration(c: &Connection, uuid: &str) -> rusqlite::Result<usize> {
+    let t = now();
+    let n = c.execute(
+        "UPDATE registrations SET revoked_at=?2 WHERE uuid=?1 AND revoked_at IS NULL",
+        params![uuid, t],
+    )?;
+    c.execute(
+        "UPDATE certs SET revoked_at=?2 WHERE uuid=?1 AND revoked_at IS NULL",
+        params![uuid, t],
+    )?;
+    Ok(n)
+}
+
+/// State of a client certificate serial: None = never issued here.
+pub fn cert_state(c: &Connection, serial: &str) -> rusqlite::Result<Option<(String, Option<i64>)>> {
+    c.query_row(
+        "SELECT uuid, revoked_at FROM certs WHERE serial=?1",
+        [serial],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .optional()
+}

@@ -1,0 +1,102 @@
+//! Users, roles and contact groups.
+use rusqlite::{Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+
+use super::*;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct User {
+    pub name: String,
+    pub role: String,
+    pub contact_groups: Vec<String>,
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub pw_hash: String,
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub pw_version: i64,
+}
+
+fn user_row(r: &rusqlite::Row) -> rusqlite::Result<User> {
+    Ok(User {
+        name: r.get(0)?,
+        role: r.get(1)?,
+        contact_groups: json_list(&r.get::<_, String>(2)?),
+        pw_hash: r.get(3)?,
+        pw_version: r.get(4)?,
+    })
+}
+
+const USER_COLS: &str = "name, role, contact_groups, pw_hash, pw_version";
+
+pub fn get_user(c: &Connection, name: &str) -> rusqlite::Result<Option<User>> {
+    c.query_row(
+        &format!("SELECT {USER_COLS} FROM users WHERE name=?1"),
+        [name],
+        user_row,
+    )
+    .optional()
+}
+
+pub fn list_users(c: &Connection) -> rusqlite::Result<Vec<User>> {
+    let mut st = c.prepare(&format!("SELECT {USER_COLS} FROM users ORDER BY name"))?;
+    let rows = st.query_map([], user_row)?;
+    rows.collect()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Role {
+    pub name: String,
+    pub builtin: bool,
+    pub permissions: Vec<String>,
+}
+
+fn role_row(r: &rusqlite::Row) -> rusqlite::Result<Role> {
+    Ok(Role {
+        name: r.get(0)?,
+        builtin: r.get(1)?,
+        permissions: json_list(&r.get::<_, String>(2)?),
+    })
+}
+
+pub fn get_role(c: &Connection, name: &str) -> rusqlite::Result<Option<Role>> {
+    c.query_row(
+        "SELECT name, builtin, permissions FROM roles WHERE name=?1",
+        [name],
+        role_row,
+    )
+    .optional()
+}
+
+pub fn list_roles(c: &Connection) -> rusqlite::Result<Vec<Role>> {
+    let mut st = c.prepare("SELECT name, builtin, permissions FROM roles ORDER BY name")?;
+    let rows = st.query_map([], role_row)?;
+    rows.collect()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Group {
+    pub name: String,
+    pub alias: String,
+}
+
+pub fn list_groups(c: &Connection) -> rusqlite::Result<Vec<Group>> {
+    let mut st = c.prepare("SELECT name, alias FROM contact_groups ORDER BY name")?;
+    let rows = st.query_map([], |r| {
+        Ok(Group {
+            name: r.get(0)?,
+            alias: r.get(1)?,
+        })
+    })?;
+    rows.collect()
+}
+
+pub fn group_exists(c: &Connection, name: &str) -> rusqlite::Result<bool> {
+    Ok(
+        c.query_row("SELECT 1 FROM contact_groups WHERE name=?1", [name], |_| {
+            Ok(())
+        })
+        .optional()?
+        .is_some(),
+    )
+}

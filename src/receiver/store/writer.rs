@@ -1,0 +1,173 @@
+//! The server's connection: one writer thread that commits jobs in groups (one fsync for
+//! many registrations), and a read connection beside it.
+use std::path::Path;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+
+use rusqlite::Connection;
+
+use super::*;
+
+type Finisher = Box<dyn FnOnce(Result<(), String>) + Send>;
+type Job = Box<dyn FnOnce(&Connection) -> Finisher + Send>;
+
+/// Read connections for the server (WAL readers never block the writer) and one writer
+/// thread that commits batches of jobs in a single transaction: each fsync then covers many
+/// registrations (group commit), which is what makes durable commits fast.
+#[derive(Clone)]
+pub struct Db {
+    path: PathBuf,
+    readers: Arc<Mutex<Vec<Connection>>>,
+    tx: mpsc::SyncSender<Job>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("database error: {0}")]
+pub struct DbError(pub String);
+
+pub const OVERLOADED: &str = "write queue full";
+
+impl DbError {
+    pub fn overloaded(&self) -> bool {
+        self.0 == OVERLOADED
+    }
+}
+
+impl From<rusqlite::Error> for DbError {
+    fn from(e: rusqlite::Error) -> Self {
+        DbError(e.to_string())
+    }
+}
+
+impl Db {
+    pub fn open(path: &Path) -> Result<Db, DbError> {
+        let mut wc = open(path)?;
+        migrate(&wc)?;
+        let (tx, rx) = mpsc::sync_channel::<Job>(4096);
+        std::thread::Builder::new()
+            .name("db-writer".into())
+            .spawn(move || writer_loop(&mut wc, rx))
+            .map_err(|e| DbError(e.to_string()))?;
+        Ok(Db {
+            path: path.to_path_buf(),
+            readers: Arc::new(Mutex::new(Vec::new())),
+            tx,
+        })
+    }
+
+    /// Runs a read-only closure on a pooled connection (blocking; call from spawn_blocking).
+    pub fn read<R>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<R>,
+    ) -> Result<R, DbError> {
+        let conn = self.readers.lock().ok().and_then(|mut v| v.pop());
+        let conn = match conn {
+            Some(c) => c,
+            None => open(&self.path)?,
+        };
+        let r = f(&conn);
+        if let Ok(mut v) = self.readers.lock() {
+            if v.len() < 16 {
+                v.push(conn);
+            }
+        }
+        Ok(r?)
+    }
+
+    /// Runs `f` inside the writer's current transaction, isolated by a savepoint: an `Err`
+    /// undoes only this job's changes. The result arrives after the batch has committed.
+    pub async fn write<R, E>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<R, E> + Send + 'static,
+    ) -> Result<Result<R, E>, DbError>
+    where
+        R: Send + 'static,
+        E: Send + 'static + From<rusqlite::Error>,
+    {
+        let (otx, orx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |c: &Connection| {
+            let result = run_in_savepoint(c, f);
+            Box::new(move |commit: Result<(), String>| {
+                let _ = otx.send(commit.map(|_| result));
+            }) as Finisher
+        });
+        // Never block the async worker: a full queue means overload, reported as such.
+        self.tx.try_send(job).map_err(|e| match e {
+            mpsc::TrySendError::Full(_) => DbError(OVERLOADED.into()),
+            mpsc::TrySendError::Disconnected(_) => DbError("writer thread stopped".into()),
+        })?;
+        match orx.await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => Err(DbError(e)),
+            Err(_) => Err(DbError(
+                "database unavailable (locked or writer stopped)".into(),
+            )),
+        }
+    }
+}
+
+fn run_in_savepoint<R, E: From<rusqlite::Error>>(
+    c: &Connection,
+    f: impl FnOnce(&Connection) -> Result<R, E>,
+) -> Result<R, E> {
+    c.execute_batch("SAVEPOINT job")?;
+    match f(c) {
+        Ok(r) => {
+            c.execute_batch("RELEASE job")?;
+            Ok(r)
+        }
+        Err(e) => {
+            let _ = c.execute_batch("ROLLBACK TO job; RELEASE job");
+            Err(e)
+        }
+    }
+}
+
+fn writer_loop(c: &mut Connection, rx: mpsc::Receiver<Job>) {
+    const MAX_BATCH: usize = 512;
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        let mut finishers = Vec::with_capacity(jobs.len());
+        let mut begin = c.execute_batch("BEGIN IMMEDIATE");
+        for _ in 0..3 {
+            if begin.is_ok() {
+                break;
+            }
+            begin = c.execute_batch("BEGIN IMMEDIATE");
+        }
+        if let Err(e) = begin {
+            // Another process held the lock beyond busy_timeout several times: fail this batch
+            // (dropping a job closes its channel, and its caller reports the database as
+            // unavailable), and keep serving.
+            tracing::error!("database busy, dropping {} writes: {e}", jobs.len());
+            continue;
+        }
+        let mut panicked = false;
+        for j in jobs {
+            // A panicking job (a bug) must not take the writer thread down with it: its
+            // caller sees the database as unavailable, and the batch is rolled back so no
+            // half-done job is committed.
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| j(c))) {
+                Ok(f) => finishers.push(f),
+                Err(_) => panicked = true,
+            }
+        }
+        let commit = if panicked {
+            Err("a write job panicked; batch rolled back".to_string())
+        } else {
+            c.execute_batch("COMMIT").map_err(|e| e.to_string())
+        };
+        if commit.is_err() {
+            let _ = c.execute_batch("ROLLBACK");
+        }
+        for f in finishers {
+            f(commit.clone());
+        }
+    }
+}
