@@ -218,3 +218,73 @@ fn one_time_tokens() {
         r.stdout
     );
 }
+
+/// Checkmk's receiver (gunicorn/uvicorn) closes idle keep-alive connections after 2 s, just
+/// as the next 2 s poll goes out, so a poll sent on a pooled connection meets a closed
+/// socket ("Unexpected EOF", exit 9 at random). The stand-in receiver closes every
+/// kept-alive connection as the second request arrives on it: each poll must go out on a
+/// connection of its own, and the wait end in `pending` (exit 10).
+#[test]
+fn polls_survive_the_receiver_closing_kept_alive_connections() {
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let init = Command::new(common::receiver_bin())
+        .args(["init", "--site", "ka", "--json", "--dir"])
+        .arg(dir.path())
+        .output()
+        .expect("init");
+    assert!(init.status.success());
+    let doc: serde_json::Value = serde_json::from_slice(&init.stdout).expect("init json");
+    let fingerprint = doc["fingerprint"]
+        .as_str()
+        .expect("fingerprint")
+        .to_string();
+    let ready = dir.path().join("ready");
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/closing_receiver.py");
+    let mut server = Command::new("python3")
+        .arg(script)
+        .arg("--dir")
+        .arg(dir.path())
+        .args(["--site", "ka", "--ready-file"])
+        .arg(&ready)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start the stand-in receiver");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !ready.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let addr = std::fs::read_to_string(&ready).expect("stand-in receiver ready");
+    let a = Agent::new();
+    let r = a.run_with(
+        &[
+            "register-new",
+            "--json",
+            "-s",
+            &addr,
+            "-i",
+            "ka",
+            "-U",
+            "reg",
+            "--password-stdin",
+            "--trust-fingerprint",
+            &fingerprint,
+            "--agent-labels",
+            "cmk/hostname:held1",
+            "--timeout",
+            "3",
+            "--poll-interval",
+            "300ms",
+        ],
+        Some(PASSWORD),
+        &[],
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+    let v = r.err("pending", 10);
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("not decided"));
+}

@@ -92,7 +92,14 @@ impl Client {
         client_cert: Option<ClientCert>,
     ) -> Result<Client, Error> {
         let (config, observed) = client_config(trust, client_cert)?;
+        // Every call on a connection of its own, as Checkmk's controller does: a receiver
+        // closes idle keep-alive connections (gunicorn/uvicorn after 2 s), and a POST sent
+        // on a pooled connection it is closing fails with EOF and cannot be retried safely.
+        // The calls are seconds apart, so pooling saved nothing; TLS resumption keeps the
+        // extra handshakes cheap.
         let agent = ureq::AgentBuilder::new()
+            .max_idle_connections(0)
+            .max_idle_connections_per_host(0)
             .tls_config(Arc::new(config))
             .timeout_connect(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)

@@ -272,6 +272,8 @@ pub struct RegisterNewOptions {
     pub key_type: KeyType,
     pub labels: BTreeMap<String, String>,
     pub wait: Option<Duration>,
+    /// Pause between two `register_new_ongoing` polls.
+    pub poll_interval: Duration,
 }
 
 pub enum NewOutcome {
@@ -379,7 +381,7 @@ pub fn register_new(store: &Store, opts: RegisterNewOptions) -> Result<NewOutcom
                     eprintln!("  still pending after {}s", started.elapsed().as_secs());
                 }
                 std::thread::sleep(
-                    Duration::from_secs(2).min(
+                    opts.poll_interval.min(
                         deadline
                             .saturating_duration_since(Instant::now())
                             .max(Duration::from_millis(100)),

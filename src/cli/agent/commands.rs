@@ -163,6 +163,7 @@ fn cmd_register_new(store: &Store, a: super::RegisterNewArgs) -> Result<Register
             } else {
                 Some(Duration::from_secs(a.timeout))
             },
+            poll_interval: a.poll_interval,
         },
     )?;
     Ok(match out {

@@ -4,6 +4,7 @@ mod commands;
 pub mod views;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use schemars::schema_for;
@@ -122,6 +123,9 @@ pub struct RegisterNewArgs {
     /// Return the pending state at once instead of waiting.
     #[arg(long)]
     pub no_wait: bool,
+    /// How often to ask the site while waiting.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub poll_interval: Duration,
 }
 
 #[derive(Debug, clap::Args)]
