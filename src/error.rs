@@ -33,6 +33,14 @@ pub enum ErrorCode {
     Protocol,
     /// A named object does not exist locally (exit 14).
     NotFound,
+    /// The receiver does not offer this (Checkmk Raw edition: no new-host registration;
+    /// older Checkmk: no token endpoint) (exit 15).
+    Unsupported,
+    /// No site of that name at this address (check --site) (exit 17).
+    UnknownSite,
+    /// The site no longer links this connection: it was unregistered or another controller
+    /// took over the host name; register again (exit 16).
+    NotRegistered,
     /// Anything else; a bug if you see it (exit 1).
     Internal,
 }
@@ -53,6 +61,9 @@ impl ErrorCode {
             ErrorCode::LocalState => "local_state",
             ErrorCode::Protocol => "protocol",
             ErrorCode::NotFound => "not_found",
+            ErrorCode::Unsupported => "unsupported",
+            ErrorCode::UnknownSite => "unknown_site",
+            ErrorCode::NotRegistered => "not_registered",
             ErrorCode::Internal => "internal",
         }
     }
@@ -67,6 +78,7 @@ impl ErrorCode {
             405 => ErrorCode::WrongSite,
             409 => ErrorCode::Conflict,
             429 => ErrorCode::AuthFailed,
+            501 => ErrorCode::Unsupported,
             _ => ErrorCode::Protocol,
         }
     }
@@ -87,6 +99,10 @@ pub struct ErrorInfo {
     /// leaf first, so an operator can verify one and pin it.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub server_fingerprints: Vec<String>,
+    /// The receiver's own `detail` text, so callers that know the route can refine the code.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub server_detail: Option<String>,
 }
 
 /// A failed command: carries everything the JSON and text renderers need.
@@ -101,6 +117,7 @@ impl Error {
             http_status: None,
             hint: None,
             server_fingerprints: Vec::new(),
+            server_detail: None,
         }))
     }
     pub fn hint(mut self, hint: impl Into<String>) -> Self {

@@ -60,6 +60,7 @@ fn register_is_idempotent_and_state_is_private() {
         .register(&rcv, "h1", "reg", &[])
         .ok("tether.register.schema.json");
     assert_eq!(again["changed"], true);
+    assert_eq!(again["reason"], "not_registered_on_site");
     assert_eq!(a.connections().len(), 1);
 }
 

@@ -23,6 +23,9 @@ impl ErrorCode {
             ErrorCode::LocalState => 12,
             ErrorCode::Protocol => 13,
             ErrorCode::NotFound => 14,
+            ErrorCode::Unsupported => 15,
+            ErrorCode::NotRegistered => 16,
+            ErrorCode::UnknownSite => 17,
         }
     }
 }

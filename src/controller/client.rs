@@ -154,6 +154,16 @@ impl Client {
         self.decode(self.agent.get(&self.url(path)).call())
     }
 
+    /// Whether the receiver routes `path` at all: any answer but 404 means it does (a GET
+    /// on a POST route is 405). Tells "no such site" and "no such endpoint" apart.
+    pub fn route_exists(&self, path: &str) -> Result<bool, Error> {
+        match self.agent.get(&self.url(path)).call() {
+            Ok(_) => Ok(true),
+            Err(ureq::Error::Status(status, _)) => Ok(status != 404),
+            Err(e) => Err(self.map_error(e)),
+        }
+    }
+
     /// POST raw bytes (the multipart push); success is any 2xx.
     pub fn post_bytes(
         &self,
@@ -228,24 +238,22 @@ impl Client {
     }
 }
 
-/// Maps a receiver refusal to an error with a code and a hint that says what to do.
+/// Maps a receiver refusal to an error with a code; the route-specific meaning and the hint
+/// that says what to do are added by `refusals::explain`, which knows the route.
 pub fn http_error(status: u16, detail: &str) -> Error {
-    let code = ErrorCode::from_http_status(status);
-    let hint = match status {
-        401 => Some("check the user name and the password or token; the receiver rejected them"),
-        403 => Some("the user needs a registration permission for this host (e.g. role agent_registration and a contact group of the host)"),
-        404 => Some("create the host on the site first, or use register-new to let the site create it"),
-        405 => Some("register with the site that monitors this host; cluster hosts cannot be registered"),
-        409 => Some("the host is registered by another controller; delete that registration on the site (tether-receiver unregister HOST) or use a user with agent_registration.reregister_host"),
-        429 => Some("too many failed attempts from this address; wait and try again"),
-        _ => None,
-    };
-    let mut err =
-        Error::new(code, format!("receiver refused (HTTP {status}): {detail}")).http_status(status);
-    if let Some(h) = hint {
-        err = err.hint(h);
+    let mut err = Error::new(
+        ErrorCode::from_http_status(status),
+        format!("the receiver refused: {detail}"),
+    )
+    .http_status(status);
+    err.0.server_detail = Some(detail.to_string());
+    match status {
+        401 => {
+            err.hint("check the user name and the password or token; the receiver rejected them")
+        }
+        429 => err.hint("too many failed attempts from this address; wait and try again"),
+        _ => err,
     }
-    err
 }
 
 /// Handshakes without sending anything, to show the operator which certificates the

@@ -9,6 +9,7 @@ pub mod keys;
 pub mod probe;
 pub mod pull_server;
 pub mod push;
+pub mod refusals;
 pub mod register;
 pub mod remote;
 pub mod renew;

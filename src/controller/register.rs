@@ -8,13 +8,14 @@ use uuid::Uuid;
 
 use super::client::{self, Auth, Client, Target};
 use super::keys::{self, KeyType};
-use super::remote;
+use super::refusals::{explain, Route};
+use super::remote::{self, SiteStatus};
 use super::state::{Connection, Lock, Pending, Registry, Store};
 use super::trust::TrustMode;
 use crate::error::{Error, ErrorCode, Result};
 use crate::wire::api::{
     RegisterExistingRequest, RegisterExistingResponse, RegisterNewOngoingResponse,
-    RegisterNewRequest, RegisterNewResponse, RegistrationStatusV2Response,
+    RegisterNewRequest, RegisterNewResponse,
 };
 use crate::wire::{certs, paths};
 
@@ -78,6 +79,9 @@ pub struct Outcome {
     pub connection: Connection,
     /// Connections removed because this one replaced them.
     pub replaced: Vec<String>,
+    /// Set when an existing registration for this host was renewed by registering again.
+    pub reason: Option<Reason>,
+    pub warnings: Vec<String>,
 }
 
 fn lock_and_load(store: &Store) -> Result<(Lock, Registry)> {
@@ -136,18 +140,76 @@ pub fn accept_from_receiver(c: Connection) -> Result<Connection> {
     Ok(c)
 }
 
-/// Whether the receiver still knows this connection under this host name. A refusal
-/// of our certificate (revoked, unknown) means no; an unreachable receiver is an error.
-fn remote_confirms(c: &Connection, host_name: &str) -> Result<bool> {
+/// Why `register` registered again although this host already had a registration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// `--force`.
+    Forced,
+    /// The stored certificate has expired (or is unreadable).
+    CertificateExpired,
+    /// The site no longer links this connection: unregistered, revoked, or another
+    /// controller registered the same host name since.
+    NotRegisteredOnSite,
+    /// The site links this connection to a different host name.
+    SiteLinksOtherHost,
+    /// The site changed the host's connection mode (pull/push).
+    ConnectionModeChanged,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Forced => "forced",
+            Reason::CertificateExpired => "certificate_expired",
+            Reason::NotRegisteredOnSite => "not_registered_on_site",
+            Reason::SiteLinksOtherHost => "site_links_other_host",
+            Reason::ConnectionModeChanged => "connection_mode_changed",
+        }
+    }
+    pub fn describe(self) -> &'static str {
+        match self {
+            Reason::Forced => "--force was given",
+            Reason::CertificateExpired => "the stored certificate had expired",
+            Reason::NotRegisteredOnSite => "the site no longer linked this connection (unregistered, or another controller registered this host name: check that no second machine uses it)",
+            Reason::SiteLinksOtherHost => "the site linked this connection to another host name",
+            Reason::ConnectionModeChanged => "the site changed the host's connection mode",
+        }
+    }
+}
+
+/// Whether the receiver still links this connection to this host: `None` when it does
+/// (or cannot say), else why not. An unreachable receiver is an error.
+fn remote_check(
+    c: &Connection,
+    host_name: &str,
+    warnings: &mut Vec<String>,
+) -> Result<Option<Reason>> {
     match remote::registration_status(c) {
-        Ok(RegistrationStatusV2Response::Registered {
+        Ok(SiteStatus::Registered {
             hostname,
             connection_mode,
-        }) => Ok(hostname == host_name && connection_mode == c.mode),
-        Ok(RegistrationStatusV2Response::NotRegistered) => Ok(false),
-        Err(e) if matches!(e.0.http_status, Some(400..=404)) => {
+        }) => Ok(if hostname != host_name {
+            Some(Reason::SiteLinksOtherHost)
+        } else if connection_mode != c.mode {
+            Some(Reason::ConnectionModeChanged)
+        } else {
+            None
+        }),
+        Ok(SiteStatus::NotRegistered) => Ok(Some(Reason::NotRegisteredOnSite)),
+        Ok(SiteStatus::Unverifiable(why)) => {
+            // Re-registering on every run because the site cannot answer would churn
+            // certificates and fight the identity lock; keep what we have.
+            warnings.push(format!(
+                "{why}; kept the local registration without confirming it"
+            ));
+            Ok(None)
+        }
+        Err(e)
+            if e.code() == ErrorCode::NotRegistered
+                || matches!(e.0.http_status, Some(400..=404)) =>
+        {
             tracing::info!("receiver no longer accepts connection {}: {e}", c.uuid);
-            Ok(false)
+            Ok(Some(Reason::NotRegisteredOnSite))
         }
         Err(e) => Err(e),
     }
@@ -164,17 +226,30 @@ pub fn register(store: &Store, opts: RegisterOptions) -> Result<Outcome> {
         .collect();
     let mut reuse_uuid = None;
     let mut replaced = Vec::new();
+    let mut reason = None;
+    let mut warnings = Vec::new();
     for c in &same_target {
         if c.host_name == opts.host_name {
-            let unchanged = !opts.force
-                && cert_valid(c)
-                && (!opts.query_remote || remote_confirms(c, &opts.host_name)?);
-            if unchanged {
+            reason = if opts.force {
+                Some(Reason::Forced)
+            } else if !cert_valid(c) {
+                Some(Reason::CertificateExpired)
+            } else if opts.query_remote {
+                remote_check(c, &opts.host_name, &mut warnings)?
+            } else {
+                None
+            };
+            if reason.is_none() {
                 return Ok(Outcome {
                     action: Action::Unchanged,
                     connection: c.clone(),
                     replaced,
+                    reason,
+                    warnings,
                 });
+            }
+            if let Some(r) = reason {
+                tracing::warn!("registering {} again: {}", opts.host_name, r.describe());
             }
             // Expired, unknown to the receiver, or forced: register again under the same
             // identity, so the site's identity lock sees the same controller.
@@ -211,6 +286,8 @@ pub fn register(store: &Store, opts: RegisterOptions) -> Result<Outcome> {
         action,
         connection,
         replaced,
+        reason,
+        warnings,
     })
 }
 
@@ -237,9 +314,12 @@ fn register_existing(
     let trust_label = trust.label().to_string();
     let client = Client::new(t.clone(), trust, None)?;
     let auth = opts.creds.auth()?;
-    let path = match auth {
-        Auth::Token(_) => paths::register_existing_token(&t.site),
-        _ => paths::register_existing(&t.site),
+    let (path, route) = match auth {
+        Auth::Token(_) => (
+            paths::register_existing_token(&t.site),
+            Route::RegisterExistingToken,
+        ),
+        _ => (paths::register_existing(&t.site), Route::RegisterExisting),
     };
     let body = RegisterExistingRequest {
         uuid: uuid.clone(),
@@ -247,7 +327,9 @@ fn register_existing(
         host_name: opts.host_name.clone(),
     };
     tracing::info!(server = %t.host, site = %t.site, host = %opts.host_name, "registering");
-    let resp: RegisterExistingResponse = client.post_json(&path, &auth, Some(&body))?;
+    let resp: RegisterExistingResponse = client
+        .post_json(&path, &auth, Some(&body))
+        .map_err(|e| explain(&client, route, e))?;
     accept_from_receiver(Connection {
         uuid,
         server: t.host.clone(),
@@ -316,8 +398,9 @@ pub fn register_new(store: &Store, opts: RegisterNewOptions) -> Result<NewOutcom
                     csr: new.csr_pem,
                     agent_labels: opts.labels.clone(),
                 };
-                let resp: RegisterNewResponse =
-                    client.post_json(&paths::register_new(&t.site), &auth, Some(&body))?;
+                let resp: RegisterNewResponse = client
+                    .post_json(&paths::register_new(&t.site), &auth, Some(&body))
+                    .map_err(|e| explain(&client, Route::RegisterNew, e))?;
                 certs::cert_from_pem(&resp.root_cert).map_err(|e| {
                     Error::new(
                         ErrorCode::Protocol,
@@ -350,11 +433,13 @@ pub fn register_new(store: &Store, opts: RegisterNewOptions) -> Result<NewOutcom
     let started = Instant::now();
     let mut announced = false;
     loop {
-        let status: RegisterNewOngoingResponse = client.post_json::<(), _>(
-            &paths::register_new_ongoing(&t.site, &pending.uuid),
-            &auth,
-            None,
-        )?;
+        let status: RegisterNewOngoingResponse = client
+            .post_json::<(), _>(
+                &paths::register_new_ongoing(&t.site, &pending.uuid),
+                &auth,
+                None,
+            )
+            .map_err(|e| explain(&client, Route::RegisterNewOngoing, e))?;
         match status {
             RegisterNewOngoingResponse::InProgress => {
                 let Some(deadline) = deadline else {
@@ -416,7 +501,7 @@ pub fn register_new(store: &Store, opts: RegisterNewOptions) -> Result<NewOutcom
                     fetcher_zstd: tether.map(|x| x.fetcher_zstd).unwrap_or(false),
                 })?;
                 // The site chose the host name; learn it over the new mTLS identity.
-                if let Ok(RegistrationStatusV2Response::Registered { hostname, .. }) =
+                if let Ok(SiteStatus::Registered { hostname, .. }) =
                     remote::registration_status(&connection)
                 {
                     connection.host_name = hostname;

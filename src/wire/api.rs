@@ -102,6 +102,22 @@ pub enum RegistrationStatusV2Response {
     },
 }
 
+/// Body of the older `registration_status/{uuid}` (receivers without `registration_status_v2`):
+/// `hostname` and `type` are set once the connection is linked to a host; a UUID the site
+/// does not link is a 404 with a detail of its own.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistrationStatusV1Response {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// State of a new-host registration still in progress, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub connection_type: Option<ConnectionMode>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RenewCertificateRequest {
     pub csr: String,

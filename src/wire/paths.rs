@@ -22,6 +22,9 @@ pub fn register_new_ongoing(site: &str, uuid: &str) -> String {
 pub fn registration_status_v2(site: &str, uuid: &str) -> String {
     format!("{}/registration_status_v2/{uuid}", base(site))
 }
+pub fn registration_status_v1(site: &str, uuid: &str) -> String {
+    format!("{}/registration_status/{uuid}", base(site))
+}
 pub fn renew_certificate(site: &str, uuid: &str) -> String {
     format!("{}/renew_certificate/{uuid}", base(site))
 }

@@ -13,9 +13,10 @@ use crate::controller::config::Config;
 use crate::controller::register::{
     self, state_err, Action, NewOutcome, RegisterNewOptions, RegisterOptions, LOCK_WAIT,
 };
+use crate::controller::remote::SiteStatus;
 use crate::controller::state::{self, Store};
 use crate::controller::{daemon, push, remote, renew};
-use crate::wire::api::{ConnectionMode, RegistrationStatusV2Response};
+use crate::wire::api::ConnectionMode;
 use crate::wire::validate;
 
 pub fn usage_error(json: bool, e: clap::Error) -> i32 {
@@ -142,6 +143,9 @@ fn cmd_register(store: &Store, a: super::RegisterArgs) -> Result<RegisterOutput>
         insecure: out.connection.trust == "insecure",
         connection: ConnectionView::of(&out.connection),
         replaced: out.replaced,
+        reason: out.reason.map(|r| r.as_str().to_string()),
+        reason_text: out.reason.map(|r| r.describe().to_string()),
+        warnings: out.warnings,
     })
 }
 
@@ -310,7 +314,7 @@ fn cmd_status(store: &Store, a: super::StatusArgs) -> Result<StatusOutput> {
             };
         }
         match remote::registration_status(c) {
-            Ok(RegistrationStatusV2Response::Registered {
+            Ok(SiteStatus::Registered {
                 hostname,
                 connection_mode,
             }) => RemoteView {
@@ -319,16 +323,28 @@ fn cmd_status(store: &Store, a: super::StatusArgs) -> Result<StatusOutput> {
                 connection_mode: Some(connection_mode),
                 error: None,
             },
-            Ok(RegistrationStatusV2Response::NotRegistered) => RemoteView {
+            Ok(SiteStatus::NotRegistered) => RemoteView {
                 status: "not_registered".into(),
                 hostname: None,
                 connection_mode: None,
                 error: None,
             },
+            Ok(SiteStatus::Unverifiable(why)) => RemoteView {
+                status: "unknown".into(),
+                hostname: None,
+                connection_mode: None,
+                error: Some(RemoteError {
+                    code: ErrorCode::Unsupported,
+                    message: why,
+                    http_status: Some(404),
+                }),
+            },
             Err(e) => RemoteView {
                 // The receiver answered but refused our certificate (revoked, unknown):
                 // register again. Anything else (network, trust) is an error.
-                status: if matches!(e.0.http_status, Some(400..=404)) {
+                status: if e.code() == ErrorCode::NotRegistered
+                    || matches!(e.0.http_status, Some(400..=404))
+                {
                     "rejected"
                 } else {
                     "error"

@@ -102,20 +102,39 @@ pub struct RegisterOutput {
     pub connection: ConnectionView,
     /// UUIDs of local connections this registration replaced.
     pub replaced: Vec<String>,
+    /// Why this host was registered again although it had a registration: forced,
+    /// certificate_expired, not_registered_on_site (unregistered, or another controller
+    /// registered this host name: two machines may be fighting over it),
+    /// site_links_other_host or connection_mode_changed. Absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The same reason in words.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason_text: Option<String>,
+    /// Things the operator should know that did not stop the command.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub warnings: Vec<String>,
 }
 
 impl Render for RegisterOutput {
     fn text(&self) -> String {
         let head = match self.action.as_str() {
-            "unchanged" => "Already registered; nothing changed.",
-            "replaced" => "Registered (replacing the previous registration).",
-            _ => "Registered.",
+            "unchanged" => "Already registered; nothing changed.".to_string(),
+            "replaced" => "Registered (replacing the previous registration).".to_string(),
+            _ => match &self.reason_text {
+                Some(why) => format!("Registered again: {why}."),
+                None => "Registered.".to_string(),
+            },
         };
-        let warn = if self.insecure {
-            "\nWARNING: the receiver was trusted without verification (--trust-cert)."
-        } else {
-            ""
-        };
+        let mut warn = String::new();
+        if self.insecure {
+            warn.push_str(
+                "\nWARNING: the receiver was trusted without verification (--trust-cert).",
+            );
+        }
+        for w in &self.warnings {
+            warn.push_str(&format!("\nWARNING: {w}"));
+        }
         format!("{head}{warn}\n{}", self.connection.text())
     }
 }
@@ -197,7 +216,8 @@ pub struct RemoteError {
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct RemoteView {
     /// registered, not_registered, rejected (the receiver refused this connection's
-    /// certificate, e.g. revoked: register again), error (unreachable, untrusted) or
+    /// certificate, e.g. revoked: register again), unknown (the receiver offers no status
+    /// endpoint tether knows; nothing can be concluded), error (unreachable, untrusted) or
     /// not_queried.
     pub status: String,
     pub hostname: Option<String>,

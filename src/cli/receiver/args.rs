@@ -118,6 +118,31 @@ pub struct ServeArgs {
     /// How long a verified password stays cached.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub credential_cache_ttl: std::time::Duration,
+    /// Behave like another Checkmk receiver (interop tests only).
+    #[arg(long, value_enum, hide = true)]
+    pub emulate: Vec<EmulateArg>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum EmulateArg {
+    NoRegistrationStatusV2,
+    NoRegistrationStatus,
+    NoTokenEndpoint,
+    RawEdition,
+    NoRevocation,
+}
+
+impl EmulateArg {
+    pub fn to_api(self) -> crate::receiver::api::Emulate {
+        use crate::receiver::api::Emulate;
+        match self {
+            EmulateArg::NoRegistrationStatusV2 => Emulate::NoRegistrationStatusV2,
+            EmulateArg::NoRegistrationStatus => Emulate::NoRegistrationStatus,
+            EmulateArg::NoTokenEndpoint => Emulate::NoTokenEndpoint,
+            EmulateArg::RawEdition => Emulate::RawEdition,
+            EmulateArg::NoRevocation => Emulate::NoRevocation,
+        }
+    }
 }
 
 #[derive(Debug, Args)]

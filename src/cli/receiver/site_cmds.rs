@@ -104,6 +104,7 @@ pub(super) fn serve(dir: &Path, a: ServeArgs) -> Result<ServeOut> {
             argon2_slots: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()) * 2,
             ),
+            emulate: a.emulate.iter().map(|e| e.to_api()).collect(),
         });
         if let Some(f) = &a.ready_file {
             ca::write_atomic(f, addr.to_string().as_bytes(), 0o644)

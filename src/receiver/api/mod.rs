@@ -28,9 +28,27 @@ use crate::wire::{paths, validate};
 
 pub use self::audit::record;
 pub use self::mtls::mtls;
-use self::mtls::{registration_status_v2, renew_certificate};
+use self::mtls::{registration_status_v1, registration_status_v2, renew_certificate};
 use self::register_existing::{register_existing, register_existing_token};
 use self::register_new::{register_new, register_new_ongoing};
+
+/// Behaviours of other Checkmk receivers that tether's controller must cope with, switched
+/// on only to test that (hidden `serve --emulate`); a normal receiver has none of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Emulate {
+    /// No `registration_status_v2` route (older layouts).
+    NoRegistrationStatusV2,
+    /// No `registration_status` route either.
+    NoRegistrationStatus,
+    /// No `register_existing_token` route (Checkmk before tokens).
+    NoTokenEndpoint,
+    /// `register_new` and `register_new_ongoing` answer 501, as the Raw edition does.
+    RawEdition,
+    /// Certificates of unregistered connections stay valid, as in Checkmk (which removes
+    /// only the host link): mTLS routes then answer from the link (403 "Host is not
+    /// registered") instead of refusing the certificate.
+    NoRevocation,
+}
 
 /// Size and time limits; every one is a `serve` flag.
 #[derive(Debug, Clone)]
@@ -74,6 +92,7 @@ pub struct AppState {
     /// Bounds concurrent argon2 verifications: each takes ~19 MiB and tens of ms, so an
     /// unbounded number (many source addresses guessing at once) would exhaust memory.
     pub argon2_slots: tokio::sync::Semaphore,
+    pub emulate: Vec<Emulate>,
 }
 
 /// What the TLS layer knows about the connection a request came in on.
@@ -150,38 +169,58 @@ type ApiResult<T> = Result<T, ApiError>;
 pub fn router(state: Arc<AppState>) -> Router {
     let site = state.site.clone();
     let b = paths::base(&site);
-    Router::new()
-        .route(&format!("{b}/register_existing"), post(register_existing))
-        .route(
+    let without = |e: Emulate| state.emulate.contains(&e);
+    let mut r = Router::new().route(&format!("{b}/register_existing"), post(register_existing));
+    if !without(Emulate::NoTokenEndpoint) {
+        r = r.route(
             &format!("{b}/register_existing_token"),
             post(register_existing_token),
-        )
-        .route(&format!("{b}/register_new"), post(register_new))
-        .route(
-            &format!("{b}/register_new_ongoing/{{uuid}}"),
-            post(register_new_ongoing),
-        )
-        .route(
+        );
+    }
+    if without(Emulate::RawEdition) {
+        r = r
+            .route(&format!("{b}/register_new"), post(raw_edition))
+            .route(
+                &format!("{b}/register_new_ongoing/{{uuid}}"),
+                post(raw_edition),
+            );
+    } else {
+        r = r
+            .route(&format!("{b}/register_new"), post(register_new))
+            .route(
+                &format!("{b}/register_new_ongoing/{{uuid}}"),
+                post(register_new_ongoing),
+            );
+    }
+    if !without(Emulate::NoRegistrationStatusV2) {
+        r = r.route(
             &format!("{b}/registration_status_v2/{{uuid}}"),
             get(registration_status_v2),
-        )
-        .route(
-            &format!("{b}/renew_certificate/{{uuid}}"),
-            post(renew_certificate),
-        )
-        .route(
-            &format!("{b}/agent_data/{{uuid}}"),
-            post(super::ingest::agent_data),
-        )
-        .route(&paths::discover_receiver(&site), get(discover))
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "Not Found") })
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            deadline,
-        ))
-        // Bodies are read with explicit limits (read_body), not axum's default.
-        .layer(axum::extract::DefaultBodyLimit::disable())
-        .with_state(state)
+        );
+    }
+    if !without(Emulate::NoRegistrationStatus) {
+        r = r.route(
+            &format!("{b}/registration_status/{{uuid}}"),
+            get(registration_status_v1),
+        );
+    }
+    r.route(
+        &format!("{b}/renew_certificate/{{uuid}}"),
+        post(renew_certificate),
+    )
+    .route(
+        &format!("{b}/agent_data/{{uuid}}"),
+        post(super::ingest::agent_data),
+    )
+    .route(&paths::discover_receiver(&site), get(discover))
+    .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "Not Found") })
+    .layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        deadline,
+    ))
+    // Bodies are read with explicit limits (read_body), not axum's default.
+    .layer(axum::extract::DefaultBodyLimit::disable())
+    .with_state(state)
 }
 
 /// Bounds the whole request, body included, so a slow client cannot hold a worker forever.
@@ -194,6 +233,13 @@ async fn deadline(
         Ok(r) => r,
         Err(_) => ApiError::new(StatusCode::REQUEST_TIMEOUT, "Request timed out").into_response(),
     }
+}
+
+async fn raw_edition() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_IMPLEMENTED,
+        "The Checkmk Raw edition does not support registration of new hosts",
+    )
 }
 
 async fn discover(State(st): State<Arc<AppState>>) -> String {

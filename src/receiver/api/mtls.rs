@@ -13,7 +13,8 @@ use super::{
 };
 use crate::receiver::store;
 use crate::wire::api::{
-    ConnectionMode, RegistrationStatusV2Response, RenewCertificateRequest, RenewCertificateResponse,
+    ConnectionMode, RegistrationStatusV1Response, RegistrationStatusV2Response,
+    RenewCertificateRequest, RenewCertificateResponse,
 };
 use crate::wire::certs;
 
@@ -39,12 +40,29 @@ pub fn mtls(st: &AppState, ci: &ConnInfo, uuid: &str) -> ApiResult<()> {
         None => Err(ApiError::bad_request(
             "Client certificate is unknown to this site",
         )),
-        Some((_, Some(_))) => Err(ApiError::bad_request("Client certificate has been revoked")),
+        Some((_, Some(_))) if !st.emulate.contains(&super::Emulate::NoRevocation) => {
+            Err(ApiError::bad_request("Client certificate has been revoked"))
+        }
         Some((owner, None)) if owner != uuid => Err(ApiError::bad_request(
             "Client certificate was issued to another UUID",
         )),
         Some(_) => Ok(()),
     }
+}
+
+/// The live registration of `uuid` and its host's name and mode, if the site links it.
+fn linked_host(st: &AppState, uuid: &str) -> ApiResult<Option<(String, ConnectionMode)>> {
+    let u = uuid.to_string();
+    let now = store::now();
+    Ok(st.db.read(move |c| {
+        let Some(reg) = store::get_registration(c, &u)?.filter(|r| r.live(now)) else {
+            return Ok(None);
+        };
+        Ok(store::get_host(c, &reg.host)?.map(|h| {
+            let mode = ConnectionMode::parse(&h.mode).unwrap_or(ConnectionMode::Pull);
+            (h.name, mode)
+        }))
+    })?)
 }
 
 pub(super) async fn registration_status_v2(
@@ -54,26 +72,40 @@ pub(super) async fn registration_status_v2(
 ) -> Response {
     let ci = conn_info(&req);
     let r = async {
-        let ci = ci?;
-        mtls(&st, &ci, &uuid)?;
-        let u = uuid.clone();
-        let now = store::now();
-        let status = st.db.read(move |c| {
-            let Some(reg) = store::get_registration(c, &u)? else {
-                return Ok(RegistrationStatusV2Response::NotRegistered);
-            };
-            if !reg.live(now) {
-                return Ok(RegistrationStatusV2Response::NotRegistered);
-            }
-            Ok(match store::get_host(c, &reg.host)? {
-                Some(h) => RegistrationStatusV2Response::Registered {
-                    hostname: h.name,
-                    connection_mode: ConnectionMode::parse(&h.mode).unwrap_or(ConnectionMode::Pull),
-                },
-                None => RegistrationStatusV2Response::NotRegistered,
-            })
-        })?;
-        Ok(status)
+        mtls(&st, &ci?, &uuid)?;
+        Ok(match linked_host(&st, &uuid)? {
+            Some((hostname, connection_mode)) => RegistrationStatusV2Response::Registered {
+                hostname,
+                connection_mode,
+            },
+            None => RegistrationStatusV2Response::NotRegistered,
+        })
+    }
+    .await;
+    into_response(r)
+}
+
+/// The older status route, served so that Checkmk controllers that only know it work.
+pub(super) async fn registration_status_v1(
+    State(st): State<Arc<AppState>>,
+    Path(uuid): Path<String>,
+    req: Request,
+) -> Response {
+    let ci = conn_info(&req);
+    let r = async {
+        mtls(&st, &ci?, &uuid)?;
+        match linked_host(&st, &uuid)? {
+            Some((hostname, mode)) => Ok(RegistrationStatusV1Response {
+                hostname: Some(hostname),
+                connection_type: Some(mode),
+                message: Some("Host registered".into()),
+                status: None,
+            }),
+            None => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "Host is not registered",
+            )),
+        }
     }
     .await;
     into_response(r)

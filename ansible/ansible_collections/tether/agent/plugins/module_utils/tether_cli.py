@@ -34,6 +34,9 @@ EXIT_CODES = {
     12: 'local_state',
     13: 'protocol',
     14: 'not_found',
+    15: 'unsupported',
+    16: 'not_registered',
+    17: 'unknown_site',
 }
 
 DEFAULT_PORT = 8000
