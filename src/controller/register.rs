@@ -42,12 +42,6 @@ impl Credentials {
             )),
         }
     }
-    fn basic(&self) -> Result<Auth<'_>> {
-        match (&self.user, &self.password) {
-            (Some(user), Some(password)) => Ok(Auth::Basic { user, password }),
-            _ => Err(Error::usage("register-new needs --user and a password (--password-file, --password-stdin or TETHER_PASSWORD)")),
-        }
-    }
 }
 
 /// How the receiver is trusted on this call, as the operator asked.
@@ -372,9 +366,13 @@ pub enum NewOutcome {
 /// Starts (or resumes) a new-host registration and waits for the site's decision.
 pub fn register_new(store: &Store, opts: RegisterNewOptions) -> Result<NewOutcome> {
     let t = opts.target.clone();
-    let auth_user = opts.creds.user.clone().unwrap_or_default();
-    // Checked before anything is sent; the same credentials start and poll.
-    let auth = opts.creds.basic()?;
+    // Checked before anything is sent; the same credentials (user or scoped token) start
+    // and poll.
+    let auth = opts.creds.auth()?;
+    let auth_user = match &auth {
+        Auth::Token(t) => format!("token:{}", t.split(':').next().unwrap_or_default()),
+        _ => opts.creds.user.clone().unwrap_or_default(),
+    };
     let (pending, resumed) = {
         let (lock, mut reg) = lock_and_load(store)?;
         let existing = reg

@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct ApplyChange {
-    /// user, role, group, folder, host, rules.
+    /// user, role, group, folder, host, rules, token.
     pub kind: String,
     pub name: String,
     /// create, update or delete.
@@ -45,6 +45,80 @@ pub struct ApplyFile {
     /// When present, the complete ordered rule list (first match wins).
     #[serde(default)]
     pub rules: Option<Vec<Rule>>,
+    /// Scoped enrollment tokens (register_new), managed by name.
+    #[serde(default)]
+    pub tokens: Vec<TokenItem>,
+}
+
+/// A register_new token. Its secret comes from a file or the environment, never from the
+/// apply file itself; agents present it as `NAME:SECRET` (or `ID:SECRET`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenItem {
+    pub name: String,
+    #[serde(default)]
+    pub folder: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default = "one")]
+    pub max_uses: i64,
+    /// Lifetime from creation (e.g. `30d`; default 30 days).
+    #[serde(default)]
+    pub ttl: Option<String>,
+    /// File whose first line is the secret (relative to the apply file).
+    #[serde(default)]
+    pub secret_file: Option<String>,
+    /// Environment variable holding the secret.
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    #[serde(default)]
+    pub absent: bool,
+}
+
+fn one() -> i64 {
+    1
+}
+
+impl TokenItem {
+    fn spec(&self) -> Result<admin::TokenSpec> {
+        let ttl = match &self.ttl {
+            Some(t) => humantime::parse_duration(t)
+                .map_err(|e| Error::usage(format!("token {}: ttl {t:?}: {e}", self.name)))?,
+            None => std::time::Duration::from_secs(30 * 86400),
+        };
+        let folder = match &self.folder {
+            Some(f) => Some(admin::normalize_folder(f)?),
+            None => None,
+        };
+        Ok(admin::TokenSpec {
+            name: Some(self.name.clone()),
+            scope: admin::TokenScope::RegisterNew {
+                folder,
+                labels: self.labels.clone(),
+            },
+            ttl_secs: ttl.as_secs() as i64,
+            max_uses: self.max_uses,
+        })
+    }
+
+    fn secret(&self, base: &Path) -> Result<String> {
+        let what = format!("token {}", self.name);
+        match (&self.secret_file, &self.secret_env) {
+            (Some(f), None) => {
+                let p = base.join(f);
+                let s = std::fs::read_to_string(&p).map_err(|e| {
+                    Error::usage(format!("{what}: cannot read {}: {e}", p.display()))
+                })?;
+                Ok(s.lines().next().unwrap_or("").trim().to_string())
+            }
+            (None, Some(v)) => std::env::var(v)
+                .map(|s| s.trim().to_string())
+                .map_err(|_| Error::usage(format!("{what}: environment variable {v} is not set"))),
+            _ => Err(Error::usage(format!(
+                "{what}: give exactly one of secret_file, secret_env"
+            ))),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -268,6 +342,24 @@ pub fn converge(c: &Connection, f: &ApplyFile, base: &Path) -> Result<Vec<ApplyC
     if let Some(rules) = &f.rules {
         let had = !admin::rules(c)?.is_empty();
         ch.note(admin::set_rules(c, rules)?, had, "rules", "*");
+    }
+    for t in f.tokens.iter().filter(|t| !t.absent) {
+        let secret = t.secret(base)?;
+        if let Some(action) = admin::put_token(c, &t.spec()?, &secret)? {
+            ch.0.push(ApplyChange {
+                kind: "token".into(),
+                name: t.name.clone(),
+                action: action.into(),
+            });
+        }
+    }
+    for t in f.tokens.iter().filter(|t| t.absent) {
+        let found = admin::lookup(c, &crate::receiver::auth::TokenRef::Name(t.name.clone()))?;
+        let revoked = match found {
+            Some((info, _)) => admin::revoke_token(c, info.id)?,
+            None => false,
+        };
+        ch.deleted(revoked, "token", &t.name);
     }
     // Delete in reverse dependency order.
     for h in f.hosts.iter().filter(|h| h.absent) {

@@ -58,14 +58,45 @@ pub fn parse_basic(header: &str) -> Option<(String, String)> {
 }
 
 /// `Authorization: CMK-TOKEN <id>:<uuid4>` → (id, secret).
-pub fn parse_token(header: &str) -> Option<(i64, String)> {
+/// How a presented token names itself: Checkmk's numeric id, or (**ext**) the name of a
+/// token managed by `apply`, whose id is not known when its file is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenRef {
+    Id(i64),
+    Name(String),
+}
+
+impl std::fmt::Display for TokenRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TokenRef::Id(id) => write!(f, "{id}"),
+            TokenRef::Name(n) => f.write_str(n),
+        }
+    }
+}
+
+/// `CMK-TOKEN ID:SECRET` (or `NAME:SECRET`; names start with a letter).
+pub fn parse_token(header: &str) -> Option<(TokenRef, String)> {
     let (scheme, rest) = header.trim().split_once(' ')?;
     if scheme != crate::wire::api::TOKEN_SCHEME {
         return None;
     }
-    let (id, secret) = rest.trim().split_once(':')?;
-    let id: i64 = id.parse().ok()?;
-    Some((id, secret.to_string()))
+    let (key, secret) = rest.trim().split_once(':')?;
+    if secret.is_empty() || key.len() > 64 {
+        return None;
+    }
+    let r = if let Ok(id) = key.parse::<i64>() {
+        TokenRef::Id(id)
+    } else if key.starts_with(|c: char| c.is_ascii_alphabetic())
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        TokenRef::Name(key.to_string())
+    } else {
+        return None;
+    };
+    Some((r, secret.to_string()))
 }
 
 pub fn token_digest(secret: &str) -> Vec<u8> {
@@ -206,9 +237,15 @@ mod tests {
         assert_eq!(parse_basic("Bearer x"), None);
         assert_eq!(
             parse_token("CMK-TOKEN 12:abc"),
-            Some((12, "abc".to_string()))
+            Some((TokenRef::Id(12), "abc".to_string()))
         );
-        assert_eq!(parse_token("CMK-TOKEN x:abc"), None);
+        assert_eq!(
+            parse_token("CMK-TOKEN fleet-web:abc"),
+            Some((TokenRef::Name("fleet-web".into()), "abc".to_string()))
+        );
+        assert_eq!(parse_token("CMK-TOKEN -x:abc"), None);
+        assert_eq!(parse_token("CMK-TOKEN 12:"), None);
+        assert_eq!(parse_token("Basic 12:abc"), None);
     }
 
     #[test]

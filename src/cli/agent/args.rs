@@ -79,7 +79,8 @@ pub struct SecretArgs {
     /// Read the password from standard input. Otherwise TETHER_PASSWORD is used.
     #[arg(long)]
     pub password_stdin: bool,
-    /// Read a one-time registration token from this file. Otherwise TETHER_TOKEN is used.
+    /// Read a registration token from this file: host-bound for register, a scoped enrollment
+    /// token for register-new. Otherwise TETHER_TOKEN is used.
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
 }

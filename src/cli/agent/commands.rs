@@ -150,7 +150,7 @@ fn cmd_register(store: &Store, a: super::RegisterArgs) -> Result<RegisterOutput>
 }
 
 fn cmd_register_new(store: &Store, a: super::RegisterNewArgs) -> Result<RegisterNewOutput> {
-    let creds = a.secrets.credentials(false)?;
+    let creds = a.secrets.credentials(true)?;
     let trust = a.trust.choice()?;
     let target = a.server.target()?;
     let labels: BTreeMap<String, String> = a.agent_labels.into_iter().collect();

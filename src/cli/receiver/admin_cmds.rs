@@ -228,10 +228,11 @@ pub(super) fn rule_cmd(json: bool, dir: &Path, c: RuleCmd) -> i32 {
                 let (action, folder, reason) = match (create_in, decline, hold) {
                     (Some(f), None, false) => ("create", Some(f), None),
                     (None, Some(r), false) => ("decline", None, Some(r)),
-                    (None, None, true) => ("hold", None, None),
+                    // A hold names where the host would go: that folder's scope decides.
+                    (f, None, true) => ("hold", f, None),
                     _ => {
                         return Err(Error::usage(
-                            "give exactly one of --create-in FOLDER, --decline REASON, --hold",
+                            "give exactly one of --create-in FOLDER, --decline REASON, --hold [--create-in FOLDER]",
                         ))
                     }
                 };
@@ -266,31 +267,50 @@ pub(super) fn rule_cmd(json: bool, dir: &Path, c: RuleCmd) -> i32 {
 
 pub(super) fn token_cmd(json: bool, dir: &Path, c: TokenCmd) -> i32 {
     match c {
-        TokenCmd::Create { host, ttl } => emit(
-            json,
-            tx(dir, |c| {
-                let (id, secret, expires) = admin::create_token(c, &host, ttl.as_secs() as i64)?;
-                store::audit(
-                    c,
-                    &store::Audit {
-                        actor: "admin".into(),
-                        source: "cli".into(),
-                        action: "token_create".into(),
-                        host: Some(host.clone()),
-                        outcome: "created".into(),
-                        detail: format!("token {id}"),
-                        ..Default::default()
-                    },
-                )?;
-                Ok(TokenCreated {
-                    ok: true,
-                    id,
-                    host: host.clone(),
-                    token: format!("{id}:{secret}"),
-                    expires_at: certs::rfc3339(expires),
-                })
-            }),
-        ),
+        TokenCmd::Create {
+            host,
+            register_new,
+            folder,
+            labels,
+            max_uses,
+            ttl,
+            name,
+        } => {
+            let scope = match host {
+                Some(h) if !register_new => admin::TokenScope::Host(h),
+                _ => admin::TokenScope::RegisterNew {
+                    folder,
+                    labels: labels.into_iter().collect(),
+                },
+            };
+            let spec = admin::TokenSpec {
+                name,
+                scope,
+                ttl_secs: ttl.as_secs() as i64,
+                max_uses,
+            };
+            emit(
+                json,
+                tx(dir, |c| {
+                    let (id, secret, expires) = admin::create_token(c, &spec, None)?;
+                    let info = admin::tokens(c)?
+                        .into_iter()
+                        .find(|t| t.id == id)
+                        .ok_or_else(|| Error::internal("token vanished"))?;
+                    audit_token(c, &info, "token_create", "created")?;
+                    Ok(TokenCreated {
+                        ok: true,
+                        id,
+                        name: info.name.clone(),
+                        scope: info.scope.clone(),
+                        host: info.host.clone(),
+                        max_uses: info.max_uses,
+                        token: format!("{id}:{secret}"),
+                        expires_at: certs::rfc3339(expires),
+                    })
+                }),
+            )
+        }
         TokenCmd::List => emit(
             json,
             read(dir, |c| {
@@ -300,10 +320,38 @@ pub(super) fn token_cmd(json: bool, dir: &Path, c: TokenCmd) -> i32 {
                 })
             }),
         ),
-        TokenCmd::Revoke { id } => emit(
+        TokenCmd::Revoke { token } => emit(
             json,
-            tx(dir, |c| admin::revoke_token(c, id))
-                .map(|ch| change(ch, "token", &id.to_string(), "revoke")),
+            tx(dir, |c| {
+                let info = admin::find_token(c, &token)?;
+                let changed = admin::revoke_token(c, info.id)?;
+                if changed {
+                    audit_token(c, &info, "token_revoke", "revoked")?;
+                }
+                Ok(changed)
+            })
+            .map(|ch| change(ch, "token", &token, "revoke")),
         ),
     }
+}
+
+fn audit_token(
+    c: &rusqlite::Connection,
+    t: &admin::TokenInfo,
+    action: &str,
+    outcome: &str,
+) -> Result<()> {
+    store::audit(
+        c,
+        &store::Audit {
+            actor: "admin".into(),
+            source: "cli".into(),
+            action: action.into(),
+            host: t.host.clone(),
+            outcome: outcome.into(),
+            detail: format!("{} scope {}", t.label(), t.scope_text()),
+            ..Default::default()
+        },
+    )?;
+    Ok(())
 }

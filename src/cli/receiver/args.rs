@@ -49,7 +49,8 @@ pub enum Command {
     /// Auto-registration rules for new hosts (first match wins).
     #[command(subcommand)]
     Rule(RuleCmd),
-    /// One-time registration tokens bound to a host.
+    /// Registration tokens: host-bound one-time tokens, and scoped enrollment tokens for new
+    /// hosts (--register-new) that may ride in deployment packages.
     #[command(subcommand)]
     Token(TokenCmd),
     /// New-host registrations awaiting a decision.
@@ -66,7 +67,7 @@ pub enum Command {
     Fetch(FetchArgs),
     /// Show the latest pushed or pulled agent output of a host and its age.
     AgentData(AgentDataArgs),
-    /// Converge users, roles, groups, folders, hosts and rules to a YAML or JSON file.
+    /// Converge users, roles, groups, folders, hosts, rules and tokens to a YAML or JSON file.
     Apply(ApplyArgs),
 }
 
@@ -261,8 +262,8 @@ pub enum RuleCmd {
         /// Label the agent must send, KEY=VALUE (VALUE * = any); repeatable, all must match.
         #[arg(long = "match")]
         matches: Vec<String>,
-        /// Create the host in this folder.
-        #[arg(long, conflicts_with_all = ["decline", "hold"])]
+        /// Create the host in this folder (with --hold: where it would be created).
+        #[arg(long, conflicts_with = "decline")]
         create_in: Option<String>,
         /// Label naming the new host (with --create-in).
         #[arg(long)]
@@ -286,19 +287,45 @@ pub enum RuleCmd {
     List,
 }
 
+fn parse_label_kv(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=').or_else(|| s.split_once(':')) {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum TokenCmd {
-    /// Create a one-time token for HOST; printed once as ID:SECRET.
+    /// Create a token, printed once as ID:SECRET: bound to one existing host (--host, single
+    /// use), or a scoped enrollment token for new hosts (--register-new) that may ride in a
+    /// deployment package.
+    #[command(group(clap::ArgGroup::new("kind").required(true).args(["host", "register_new"])))]
     Create {
+        /// Register this existing host, once.
         #[arg(long)]
-        host: String,
+        host: Option<String>,
+        /// Create new hosts through the site's rules only (never an existing host).
+        #[arg(long)]
+        register_new: bool,
+        /// Only rules that create in this folder or below may accept it.
+        #[arg(long, requires = "register_new")]
+        folder: Option<String>,
+        /// Agent labels every request must carry (repeatable).
+        #[arg(long = "labels", value_name = "KEY=VALUE", requires = "register_new", value_parser = parse_label_kv)]
+        labels: Vec<(String, String)>,
+        /// How many hosts it may enroll (register_new tokens).
+        #[arg(long, default_value_t = 1)]
+        max_uses: i64,
         #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
         ttl: std::time::Duration,
+        /// A name to find it by (list, revoke, apply, audit log).
+        #[arg(long)]
+        name: Option<String>,
     },
+    /// Tokens with scope, uses, remaining uses, expiry and last use (never secrets).
     List,
-    Revoke {
-        id: i64,
-    },
+    /// Stop a token at once: by id or name.
+    Revoke { token: String },
 }
 
 #[derive(Debug, Subcommand)]

@@ -265,7 +265,12 @@ impl Render for RuleList {
 pub struct TokenCreated {
     pub ok: bool,
     pub id: i64,
-    pub host: String,
+    pub name: Option<String>,
+    /// `host` or `register_new`.
+    pub scope: String,
+    /// The host a host-bound token registers.
+    pub host: Option<String>,
+    pub max_uses: i64,
     /// `ID:SECRET`, for `Authorization: CMK-TOKEN ID:SECRET`. Shown only once.
     pub token: String,
     pub expires_at: String,
@@ -289,19 +294,25 @@ impl Render for TokenList {
                 .map(|t| {
                     let state = if t.revoked {
                         "revoked".to_string()
-                    } else if let Some(u) = t.used_at {
-                        format!("used {}", rfc3339(u))
                     } else if t.expires_at <= crate::wire::certs::now_unix() {
                         "expired".to_string()
+                    } else if t.remaining_uses == 0 {
+                        "used up".to_string()
                     } else {
-                        "unused".to_string()
+                        "active".to_string()
                     };
+                    let last = t
+                        .last_used_at
+                        .map(|u| format!("last use {}", rfc3339(u)))
+                        .unwrap_or_else(|| "never used".into());
                     format!(
-                        "{}\t{}\texpires {}\t{}",
+                        "{}\t{}\t{}\tuses {}/{}\texpires {}\t{last}\t{state}",
                         t.id,
-                        t.host,
+                        t.name.as_deref().unwrap_or("-"),
+                        t.scope_text(),
+                        t.uses,
+                        t.max_uses,
                         rfc3339(t.expires_at),
-                        state
                     )
                 })
                 .collect(),

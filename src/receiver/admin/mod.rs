@@ -5,7 +5,7 @@
 mod folders;
 mod hosts;
 mod rules;
-mod tokens;
+pub mod tokens;
 mod users;
 
 pub use self::folders::*;

@@ -15,7 +15,7 @@ pub struct Rule {
     pub match_labels: BTreeMap<String, String>,
     /// `create`, `decline` or `hold`.
     pub action: String,
-    /// Target folder of `create`.
+    /// Target folder of `create`; for `hold`, where the host would be created on approval.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub folder: Option<String>,
     /// Label holding the new host's name (default `cmk/hostname`).
@@ -68,7 +68,18 @@ pub fn normalize_rule(c: &Connection, r: &Rule) -> Result<Rule> {
             }
         }
         "hold" => {
-            r.folder = None;
+            // Optional: the folder the host would be created in on approval, which decides
+            // whose scope (token folder, approvers) covers it.
+            if let Some(f) = &r.folder {
+                let f = normalize_folder(f)?;
+                if store::get_folder(c, &f)?.is_none() {
+                    return Err(Error::new(
+                        ErrorCode::NotFound,
+                        format!("folder {f:?} does not exist"),
+                    ));
+                }
+                r.folder = Some(f);
+            }
             r.reason = None;
             r.mode = None;
         }

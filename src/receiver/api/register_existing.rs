@@ -5,7 +5,7 @@ use std::sync::Arc;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::Connection;
 
 use super::audit::{a_ip, audit_base, log_outcome, refused};
 use super::authn::{authenticate, check_rate};
@@ -13,6 +13,7 @@ use super::{
     check_uuid, conn_info, csr_and_sign, ext, header, into_response, parse_json, read_body,
     ApiError, ApiResult, AppState,
 };
+use crate::receiver::admin::tokens;
 use crate::receiver::auth;
 use crate::receiver::perms::{self, Principal};
 use crate::receiver::store::{self, Audit};
@@ -21,7 +22,10 @@ use crate::wire::{certs, validate};
 
 enum Who {
     User(Box<Principal>),
-    Token { id: i64, secret: String },
+    Token {
+        tref: auth::TokenRef,
+        secret: String,
+    },
 }
 
 pub(super) async fn register_existing(State(st): State<Arc<AppState>>, req: Request) -> Response {
@@ -67,7 +71,7 @@ async fn register_existing_inner(
     let body = read_body(body, st.limits.max_body).await?;
     let who = if token {
         check_rate(st, a_ip(a))?;
-        let (id, secret) = header(&parts.headers, "authorization")
+        let (tref, secret) = header(&parts.headers, "authorization")
             .and_then(auth::parse_token)
             .ok_or_else(|| {
                 ApiError::new(
@@ -75,8 +79,8 @@ async fn register_existing_inner(
                     "Missing or malformed CMK-TOKEN authorization",
                 )
             })?;
-        a.actor = format!("token:{id}");
-        Who::Token { id, secret }
+        a.actor = format!("token:{tref}");
+        Who::Token { tref, secret }
     } else {
         Who::User(Box::new(authenticate(st, &parts.headers, a).await?))
     };
@@ -122,8 +126,8 @@ async fn register_existing_inner(
                     }
                     p.has(perms::REREGISTER_HOST)
                 }
-                Who::Token { id, secret } => {
-                    use_token(c, *id, secret, &r.host_name, &r.uuid, now)?;
+                Who::Token { tref, secret } => {
+                    use_token(c, tref, secret, &r.host_name, &r.uuid, now)?;
                     false
                 }
             };
@@ -181,50 +185,38 @@ fn check_host_here(host: &store::Host, site: &str) -> ApiResult<()> {
     Ok(())
 }
 
-/// Validates and consumes a one-time token inside the registration's transaction, so a token
-/// can never be used twice, even by concurrent requests.
+/// Validates and consumes a host-bound token inside the registration's transaction, so a
+/// token can never be used twice, even by concurrent requests. A scoped enrollment token
+/// never registers an existing host, and such a refusal counts no use.
 fn use_token(
     c: &Connection,
-    id: i64,
+    tref: &auth::TokenRef,
     secret: &str,
     host: &str,
     uuid: &str,
     now: i64,
 ) -> ApiResult<()> {
-    type TokenRow = (String, Vec<u8>, i64, Option<i64>, bool);
-    let row: Option<TokenRow> = c
-        .query_row(
-            "SELECT host, secret_sha256, expires_at, used_at, revoked FROM tokens WHERE id=?1",
-            [id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-        )
-        .optional()?;
-    let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, m.to_string());
-    let Some((thost, digest, expires, used, revoked)) = row else {
-        return Err(unauthorized("Invalid token"));
+    let unauthorized = |m: String| ApiError::new(StatusCode::UNAUTHORIZED, m);
+    let Some((t, digest)) = tokens::lookup(c, tref)? else {
+        return Err(unauthorized("Invalid token".into()));
     };
-    if !auth::token_matches(secret, &digest) {
-        return Err(unauthorized("Invalid token"));
-    }
-    if revoked {
-        return Err(unauthorized("Token has been revoked"));
-    }
-    if used.is_some() {
-        return Err(unauthorized("Token has already been used"));
-    }
-    if expires <= now {
-        return Err(unauthorized("Token has expired"));
-    }
-    if thost != host {
+    tokens::check_secret(&t, &digest, secret, now).map_err(unauthorized)?;
+    if t.host.as_deref() != Some(host) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
-            format!("This token is not valid for host {host}."),
+            match &t.host {
+                Some(_) => format!("This token is not valid for host {host}."),
+                None => format!(
+                    "{} may only register new hosts (scope: {}); it never registers an existing host such as {host}.",
+                    t.label(),
+                    t.scope_text()
+                ),
+            },
         ));
     }
-    c.execute(
-        "UPDATE tokens SET used_at=?2, used_by_uuid=?3 WHERE id=?1",
-        params![id, now, uuid],
-    )?;
+    if !tokens::count_use(c, t.id, uuid, now)? {
+        return Err(unauthorized("Token has already been used".into()));
+    }
     Ok(())
 }
 

@@ -4,18 +4,20 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, Request, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use rusqlite::{params, OptionalExtension};
 
+use super::audit::a_ip;
 use super::audit::{audit_base, log_outcome, refused};
-use super::authn::authenticate;
+use super::authn::{authenticate, check_rate};
 use super::{
-    check_uuid, conn_info, csr_and_sign, ext, into_response, parse_json, read_body, ApiError,
-    ApiResult, AppState,
+    check_uuid, conn_info, csr_and_sign, ext, header, into_response, parse_json, read_body,
+    ApiError, ApiResult, AppState,
 };
-use crate::receiver::admin::{self, Rule};
-use crate::receiver::perms;
+use crate::receiver::admin::{self, tokens, Rule};
+use crate::receiver::auth;
+use crate::receiver::perms::{self, Principal};
 use crate::receiver::store::{self, Audit};
 use crate::wire::api::{
     ConnectionMode, RegisterNewOngoingResponse, RegisterNewRequest, RegisterNewResponse,
@@ -60,12 +62,13 @@ enum Decision {
         mode: ConnectionMode,
     },
     Declined(String),
-    Hold,
+    /// Held for approval; the rule's folder (if it names one) is where the host would go.
+    Hold(Option<String>),
 }
 
 fn decide(rules: &[Rule], labels: &BTreeMap<String, String>) -> (Option<String>, Decision) {
     let Some(rule) = rules.iter().find(|r| r.matches(labels)) else {
-        return (None, Decision::Hold);
+        return (None, Decision::Hold(None));
     };
     let name = Some(rule.name.clone());
     match rule.action.as_str() {
@@ -106,7 +109,7 @@ fn decide(rules: &[Rule], labels: &BTreeMap<String, String>) -> (Option<String>,
                     .unwrap_or_else(|| "Declined by rule".into()),
             ),
         ),
-        _ => (name, Decision::Hold),
+        _ => (name, Decision::Hold(rule.folder.clone())),
     }
 }
 
@@ -123,6 +126,84 @@ pub(super) async fn register_new(State(st): State<Arc<AppState>>, req: Request) 
     into_response(r)
 }
 
+/// Who asks to register a new host: a site user, or a scoped enrollment token.
+enum NewWho {
+    User(Box<Principal>),
+    Token {
+        tref: auth::TokenRef,
+        secret: String,
+    },
+}
+
+/// The name a pending registration is recorded under; polls must present the same.
+fn token_actor(t: &tokens::TokenInfo) -> String {
+    format!("token:{}", t.id)
+}
+
+/// Basic credentials, or (**ext**) `Authorization: CMK-TOKEN ID:SECRET`.
+async fn new_who(st: &Arc<AppState>, headers: &HeaderMap, a: &mut Audit) -> ApiResult<NewWho> {
+    let Some((tref, secret)) = header(headers, "authorization").and_then(auth::parse_token) else {
+        return Ok(NewWho::User(Box::new(authenticate(st, headers, a).await?)));
+    };
+    check_rate(st, a_ip(a))?;
+    a.actor = format!("token:{tref}");
+    // The name only labels the audit rows; the decision is taken in the write transaction.
+    let r = tref.clone();
+    if let Some((t, _)) = st.db.read(move |c| tokens::lookup(c, &r))? {
+        a.actor = format!("token:{} ({})", t.id, t.name.as_deref().unwrap_or("-"));
+    }
+    Ok(NewWho::Token { tref, secret })
+}
+
+/// Authenticates a token for `register_new` and checks what does not depend on the rules:
+/// kind and required labels. Refusals count no use.
+fn token_for_new(
+    c: &rusqlite::Connection,
+    tref: &auth::TokenRef,
+    secret: &str,
+    labels: &BTreeMap<String, String>,
+    now: i64,
+) -> ApiResult<tokens::TokenInfo> {
+    let unauthorized = |m: String| ApiError::new(StatusCode::UNAUTHORIZED, m);
+    let (t, digest) =
+        tokens::lookup(c, tref)?.ok_or_else(|| unauthorized("Invalid token".into()))?;
+    tokens::check_secret(&t, &digest, secret, now).map_err(unauthorized)?;
+    if let Some(h) = &t.host {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "{} is bound to host {h} and registers only that host (register_existing_token).",
+                t.label()
+            ),
+        ));
+    }
+    for (k, v) in &t.labels {
+        if labels.get(k) != Some(v) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "Outside the scope of {} ({}): the agent must send the label {k}={v}.",
+                    t.label(),
+                    t.scope_text()
+                ),
+            ));
+        }
+    }
+    Ok(t)
+}
+
+fn outside_folder(t: &tokens::TokenInfo, rule: &Option<String>, folder: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        format!(
+            "Outside the scope of {} ({}): rule {} would put the host in folder {folder}.",
+            t.label(),
+            t.scope_text(),
+            rule.as_deref().unwrap_or("(none matched)")
+        ),
+    )
+}
+
 async fn register_new_inner(
     st: &Arc<AppState>,
     req: Request,
@@ -130,7 +211,7 @@ async fn register_new_inner(
 ) -> ApiResult<RegisterNewResponse> {
     let (parts, body) = req.into_parts();
     let body = read_body(body, st.limits.max_body).await?;
-    let p = authenticate(st, &parts.headers, a).await?;
+    let who = new_who(st, &parts.headers, a).await?;
     let r: RegisterNewRequest = parse_json(&body)?;
     a.uuid = Some(r.uuid.chars().take(64).collect());
     check_uuid(&r.uuid)?;
@@ -149,18 +230,28 @@ async fn register_new_inner(
     st.db
         .write(move |c| -> ApiResult<()> {
             let now = store::now();
-            let any_new = p.has(perms::REGISTER_ANY_NEW)
-                || p.has(perms::REGISTER_NEW_IN_MANAGED_FOLDER)
-                || p.has(perms::MANAGE_HOSTS);
-            if !any_new {
-                return Err(ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    format!(
-                        "Insufficient permissions: user {} may not register new hosts.",
-                        p.user.name
-                    ),
-                ));
-            }
+            let (token, actor) = match &who {
+                NewWho::User(p) => {
+                    let any_new = p.has(perms::REGISTER_ANY_NEW)
+                        || p.has(perms::REGISTER_NEW_IN_MANAGED_FOLDER)
+                        || p.has(perms::MANAGE_HOSTS);
+                    if !any_new {
+                        return Err(ApiError::new(
+                            StatusCode::FORBIDDEN,
+                            format!(
+                                "Insufficient permissions: user {} may not register new hosts.",
+                                p.user.name
+                            ),
+                        ));
+                    }
+                    (None, p.user.name.clone())
+                }
+                NewWho::Token { tref, secret } => {
+                    let t = token_for_new(c, tref, secret, &r.agent_labels, now)?;
+                    let actor = token_actor(&t);
+                    (Some(t), actor)
+                }
+            };
             let prev: Option<(String, String)> = c
                 .query_row(
                     "SELECT user, status FROM pending WHERE uuid=?1",
@@ -169,7 +260,7 @@ async fn register_new_inner(
                 )
                 .optional()?;
             if let Some((user, status)) = prev {
-                if user != p.user.name || status == "success" {
+                if user != actor || status == "success" {
                     return Err(ApiError::new(
                         StatusCode::CONFLICT,
                         format!(
@@ -187,17 +278,31 @@ async fn register_new_inner(
             }
             let rules = admin::rules(c).map_err(|e| ApiError::internal(e.to_string()))?;
             let (rule, decision) = decide(&rules, &r.agent_labels);
+            // A token's folder scope bounds where the rules may put the host.
+            let in_scope = |folder: &str| -> ApiResult<()> {
+                match &token {
+                    Some(t)
+                        if !tokens::folder_within(folder, t.folder.as_deref().unwrap_or("/")) =>
+                    {
+                        Err(outside_folder(t, &rule, folder))
+                    }
+                    _ => Ok(()),
+                }
+            };
             let out = match decision {
                 Decision::Create { folder, host, mode } => {
-                    if !perms::may_register_new(c, &p, &folder)? {
-                        return Err(ApiError::new(
-                            StatusCode::FORBIDDEN,
-                            format!(
-                                "Insufficient permissions: user {} may not create hosts in \
-                                 folder {folder}.",
-                                p.user.name
-                            ),
-                        ));
+                    in_scope(&folder)?;
+                    if let NewWho::User(p) = &who {
+                        if !perms::may_register_new(c, p, &folder)? {
+                            return Err(ApiError::new(
+                                StatusCode::FORBIDDEN,
+                                format!(
+                                    "Insufficient permissions: user {} may not create hosts in \
+                                     folder {folder}.",
+                                    p.user.name
+                                ),
+                            ));
+                        }
                     }
                     if store::get_folder(c, &folder)?.is_none() {
                         NewOutcome::declined(format!(
@@ -231,7 +336,7 @@ async fn register_new_inner(
                             &r.uuid,
                             &host,
                             mode.as_str(),
-                            &p.user.name,
+                            &actor,
                             &issued.serial_hex,
                             issued.not_after,
                         )?;
@@ -245,11 +350,25 @@ async fn register_new_inner(
                     }
                 }
                 Decision::Declined(reason) => NewOutcome::declined(reason),
-                Decision::Hold => NewOutcome {
-                    status: "pending",
-                    ..NewOutcome::default()
-                },
+                Decision::Hold(folder) => {
+                    in_scope(folder.as_deref().unwrap_or("/"))?;
+                    NewOutcome {
+                        status: "pending",
+                        folder,
+                        ..NewOutcome::default()
+                    }
+                }
             };
+            // A token pays one use for each host it creates or puts in the queue; refusals
+            // and declines cost nothing. Counted in this transaction: exact under load.
+            if let (Some(t), "success" | "pending") = (&token, out.status) {
+                if !tokens::count_use(c, t.id, &r.uuid, now)? {
+                    return Err(ApiError::new(
+                        StatusCode::UNAUTHORIZED,
+                        format!("Token has no uses left (all {} used)", t.max_uses),
+                    ));
+                }
+            }
             let decided_at = (out.status != "pending").then_some(now);
             c.execute(
                 "INSERT INTO pending(uuid, user, csr, labels, status, host, folder, reason,
@@ -262,7 +381,7 @@ async fn register_new_inner(
                    source=excluded.source",
                 params![
                     r.uuid,
-                    p.user.name,
+                    actor,
                     r.csr,
                     store::to_json(&r.agent_labels),
                     out.status,
@@ -284,6 +403,14 @@ async fn register_new_inner(
                 (Some(rn), None) => format!("rule {rn}"),
                 (None, _) => "no rule matched; held for approval".into(),
             };
+            if let Some(t) = &token {
+                ok.detail.push_str(&format!(
+                    "; {} use {}/{}",
+                    t.label(),
+                    t.uses + 1,
+                    t.max_uses
+                ));
+            }
             store::audit(c, &ok)?;
             log_outcome(&ok);
             Ok(())
@@ -306,7 +433,7 @@ pub(super) async fn register_new_ongoing(
         let mut a = audit_base(&ci, "register_new_ongoing");
         a.uuid = Some(uuid.chars().take(64).collect());
         let inner = async {
-            let p = authenticate(&st, &headers, &mut a).await?;
+            let actor = ongoing_actor(&st, &headers, &mut a).await?;
             check_uuid(&uuid)?;
             let u = uuid.clone();
             let row = st.db.read(move |c| {
@@ -331,7 +458,7 @@ pub(super) async fn register_new_ongoing(
                     "No registration with this UUID in progress",
                 ));
             };
-            if user != p.user.name {
+            if user != actor {
                 return Err(ApiError::new(
                     StatusCode::FORBIDDEN,
                     "A registration is in progress, but it was triggered by a different user",
@@ -360,4 +487,25 @@ pub(super) async fn register_new_ongoing(
     }
     .await;
     into_response(r)
+}
+
+/// Who polls: the same user, or the same token (a revoked one is refused; an expired or used
+/// up one may still learn the outcome of the registration it already paid for).
+async fn ongoing_actor(
+    st: &Arc<AppState>,
+    headers: &HeaderMap,
+    a: &mut Audit,
+) -> ApiResult<String> {
+    match new_who(st, headers, a).await? {
+        NewWho::User(p) => Ok(p.user.name),
+        NewWho::Token { tref, secret } => {
+            let found = st.db.read(move |c| tokens::lookup(c, &tref))?;
+            match found {
+                Some((t, digest)) if auth::token_matches(&secret, &digest) && !t.revoked => {
+                    Ok(token_actor(&t))
+                }
+                _ => Err(ApiError::new(StatusCode::UNAUTHORIZED, "Invalid token")),
+            }
+        }
+    }
 }

@@ -81,8 +81,53 @@ CREATE TABLE IF NOT EXISTS agent_data (
     host TEXT PRIMARY KEY, received_at INTEGER NOT NULL, via TEXT NOT NULL, data BLOB NOT NULL);
 "#;
 
+/// Columns added after the first release: (table, column, declaration).
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    ("tokens", "name", "TEXT"),
+    ("tokens", "scope", "TEXT NOT NULL DEFAULT 'host'"),
+    ("tokens", "folder", "TEXT"),
+    ("tokens", "labels", "TEXT NOT NULL DEFAULT '{}'"),
+    ("tokens", "max_uses", "INTEGER NOT NULL DEFAULT 1"),
+    ("tokens", "uses", "INTEGER NOT NULL DEFAULT 0"),
+    ("tokens", "last_used_at", "INTEGER"),
+];
+
+/// Brings any earlier database up to the current schema; idempotent, one transaction, so
+/// two processes opening the same database never both add a column.
 pub fn migrate(c: &Connection) -> rusqlite::Result<()> {
-    c.execute_batch(SCHEMA)
+    // Inside a caller's transaction (init) the caller commits.
+    let own_tx = c.is_autocommit();
+    if own_tx {
+        c.execute_batch("BEGIN IMMEDIATE")?;
+    }
+    let r = (|| {
+        c.execute_batch(SCHEMA)?;
+        for (table, col, decl) in ADDED_COLUMNS {
+            let exists = c
+                .prepare(&format!(
+                    "SELECT 1 FROM pragma_table_info('{table}') WHERE name=?1"
+                ))?
+                .exists([col])?;
+            if !exists {
+                c.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {col} {decl}"))?;
+                if (*table, *col) == ("tokens", "uses") {
+                    // Host-bound tokens used before counting existed.
+                    c.execute_batch("UPDATE tokens SET uses=1 WHERE used_at IS NOT NULL")?;
+                }
+            }
+        }
+        Ok(())
+    })();
+    match r {
+        Ok(()) if own_tx => c.execute_batch("COMMIT"),
+        Ok(()) => Ok(()),
+        Err(e) => {
+            if own_tx {
+                let _ = c.execute_batch("ROLLBACK");
+            }
+            Err(e)
+        }
+    }
 }
 
 pub fn db_err(e: rusqlite::Error) -> Error {
