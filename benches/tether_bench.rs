@@ -16,12 +16,12 @@ const RECEIVER: &str = env!("CARGO_BIN_EXE_tether-receiver");
 const PASSWORD: &str = "bench-password-123";
 
 fn fixture() -> Vec<u8> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/agent-output-linux.txt");
-    std::fs::read(p).expect("../shared/fixtures/agent-output-linux.txt")
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/agent-output-linux.txt");
+    std::fs::read(p).expect("tests/fixtures/agent-output-linux.txt")
 }
 
 fn fixture_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/agent-output-linux.txt")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/agent-output-linux.txt")
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {

@@ -31,11 +31,7 @@ wait_file() { for _ in $(seq 1 200); do [ -s "$1" ] && return 0; sleep 0.05; don
 
 SITE_DIR="$WORK/site"
 AGENT_OUTPUT="$WORK/agent-output.txt"
-if [ -f ../shared/fixtures/agent-output-linux.txt ]; then
-    cp ../shared/fixtures/agent-output-linux.txt "$AGENT_OUTPUT"
-else
-    printf '<<<check_mk>>>\nVersion: 2.3.0\nAgentOS: linux\n<<<uptime>>>\n4711.0\n' > "$AGENT_OUTPUT"
-fi
+cp tests/fixtures/agent-output-linux.txt "$AGENT_OUTPUT"
 
 say "1. The site: create the CAs, the server certificate and the database"
 FP="$("$RCV" init --dir "$SITE_DIR" --site demo --json | json "d['fingerprint']")"

@@ -46,3 +46,26 @@ impl Error {
         }
     }
 }
+
+/// clap's whole complaint (e.g. which required arguments are missing), without the
+/// `error: ` prefix and the usage/help footer, for the JSON error document.
+pub fn clap_message(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let body: Vec<&str> = text
+        .lines()
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .map(str::trim_end)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let msg = body.join("\n");
+    let msg = msg
+        .strip_prefix("error: ")
+        .unwrap_or(&msg)
+        .trim()
+        .to_string();
+    if msg.is_empty() {
+        "invalid arguments".into()
+    } else {
+        msg
+    }
+}

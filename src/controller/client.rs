@@ -27,11 +27,56 @@ pub struct Target {
 }
 
 impl Target {
+    /// `HOST[:PORT]` and a site; without a port it is discovered from the site's web server.
+    pub fn resolve(server: &str, site: &str) -> Result<Target, Error> {
+        crate::wire::validate::validate_site_name(site)?;
+        let (host, port) = split_host_port(server)?;
+        let port = match port {
+            Some(p) => p,
+            None => discover_port(&host, site)?,
+        };
+        Ok(Target {
+            host,
+            port,
+            site: site.to_string(),
+        })
+    }
+
     fn base_url(&self) -> String {
         format!(
             "https://{}",
             super::state::format_server(&self.host, self.port)
         )
+    }
+}
+
+/// `host`, `host:port`, `[v6]`, `[v6]:port`, bare v6.
+pub fn split_host_port(s: &str) -> Result<(String, Option<u16>), Error> {
+    let bad = || {
+        Error::usage(format!(
+            "invalid --server {s:?}: expected HOST or HOST:PORT"
+        ))
+    };
+    let s = s.trim();
+    if s.is_empty() {
+        return Err(bad());
+    }
+    if let Some(rest) = s.strip_prefix('[') {
+        let (host, after) = rest.split_once(']').ok_or_else(bad)?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => Some(p.parse().map_err(|_| bad())?),
+            None if after.is_empty() => None,
+            None => return Err(bad()),
+        };
+        return Ok((host.to_string(), port));
+    }
+    if s.matches(':').count() > 1 {
+        return Ok((s.to_string(), None));
+    }
+    match s.split_once(':') {
+        Some((h, p)) if !h.is_empty() => Ok((h.to_string(), Some(p.parse().map_err(|_| bad())?))),
+        Some(_) => Err(bad()),
+        None => Ok((s.to_string(), None)),
     }
 }
 

@@ -115,6 +115,8 @@ pub struct Options {
     pub listen_override: Vec<SocketAddr>,
     /// Receives the bound pull addresses once listening.
     pub ready_file: Option<PathBuf>,
+    /// Where `enroll.toml` / `enroll.d/` are looked for (default: `enroll::default_dir()`).
+    pub enroll_dir: Option<PathBuf>,
 }
 
 pub fn run(opts: Options) -> Result<()> {
@@ -142,6 +144,7 @@ async fn run_async(opts: Options) -> Result<()> {
         config_path,
         listen_override,
         ready_file,
+        enroll_dir,
     } = opts;
     let cfg = load_config(config_path.as_deref(), &store.home, &listen_override)?;
     let reg = store.load().map_err(super::register::state_err)?;
@@ -179,6 +182,12 @@ async fn run_async(opts: Options) -> Result<()> {
         stop_rx.clone(),
     )));
     if role == Role::All {
+        let dir = enroll_dir.unwrap_or_else(super::enroll::default_dir);
+        tasks.push(tokio::spawn(enroll_loop(
+            store.clone(),
+            dir,
+            stop_rx.clone(),
+        )));
         tasks.push(tokio::spawn(push_loop(
             store.clone(),
             shared.clone(),
@@ -235,6 +244,47 @@ async fn run_async(opts: Options) -> Result<()> {
         tracing::warn!("stopping with pulls still in flight");
     }
     Ok(())
+}
+
+/// Converges the drop-in enrollment files at start and retries with backoff while any fails
+/// or waits for the site, so a package installed before the network is up still enrolls.
+async fn enroll_loop(store: Store, dir: PathBuf, mut stop: watch::Receiver<bool>) {
+    let mut attempt = 0;
+    loop {
+        if super::enroll::locate(&dir).is_empty() {
+            return;
+        }
+        let (s, d) = (store.clone(), dir.clone());
+        let results = tokio::task::spawn_blocking(move || super::enroll::enroll_all(&s, &d, None))
+            .await
+            .unwrap_or_default();
+        let mut open = 0;
+        for r in &results {
+            match (&r.error, r.state.status.as_str()) {
+                (Some(e), _) => {
+                    open += 1;
+                    tracing::warn!("enrollment {} failed: {e}", r.file.display());
+                }
+                (None, "pending") => {
+                    open += 1;
+                    tracing::info!("enrollment {} awaits the site's decision", r.file.display());
+                }
+                _ if r.changed => tracing::info!("enrolled {}", r.file.display()),
+                _ => {}
+            }
+            if let Some(n) = &r.note {
+                tracing::warn!("{n}");
+            }
+        }
+        if open == 0 {
+            return;
+        }
+        let wait = super::enroll::backoff(attempt);
+        attempt += 1;
+        if sleep_or_stop(wait, &mut stop).await {
+            return;
+        }
+    }
 }
 
 async fn sleep_or_stop(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {

@@ -5,6 +5,7 @@ pub mod bundle;
 pub mod client;
 pub mod config;
 pub mod daemon;
+pub mod enroll;
 pub mod keys;
 pub mod probe;
 pub mod pull_server;

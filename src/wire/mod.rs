@@ -1,5 +1,5 @@
 //! What both sides must agree on: the Checkmk agent-receiver API models, pull framing,
-//! compression, certificate facts and input validation (`../shared/spec/checkmk-wire.md`).
+//! compression, certificate facts and input validation (described in `src/wire/README.md`).
 pub mod api;
 pub mod certs;
 pub mod compression;

@@ -62,10 +62,21 @@ impl TestReceiver {
         self.dir.path().join("ready")
     }
 
+    /// Starts the stopped server again on the port it had (a site coming back).
+    pub fn restart_same_port(&mut self) {
+        assert!(self.child.is_none(), "stop it first");
+        let listen = self.addr.to_string();
+        self.spawn_server_on(&listen);
+    }
+
     fn spawn_server(&mut self) {
+        self.spawn_server_on("127.0.0.1:0");
+    }
+
+    fn spawn_server_on(&mut self, listen: &str) {
         let _ = std::fs::remove_file(self.ready_file());
         let child = Command::new(receiver_bin())
-            .args(["serve", "--listen", "127.0.0.1:0", "--ready-file"])
+            .args(["serve", "--listen", listen, "--ready-file"])
             .arg(self.ready_file())
             .arg("--dir")
             .arg(self.dir.path())

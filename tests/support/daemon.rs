@@ -8,20 +8,9 @@ use std::time::{Duration, Instant};
 
 use super::agent::Agent;
 
+/// A real Linux agent output (~100 KB), kept in the repository.
 pub fn fixture() -> PathBuf {
-    let shared =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/agent-output-linux.txt");
-    if shared.is_file() {
-        return shared;
-    }
-    // Without ../shared (a bare checkout), a small stand-in keeps the tests meaningful.
-    let p = std::env::temp_dir().join("tether-test-agent-output.txt");
-    std::fs::write(
-        &p,
-        "<<<check_mk>>>\nVersion: 2.3.0\nAgentOS: linux\n<<<uptime>>>\n12345.6\n",
-    )
-    .unwrap();
-    p
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/agent-output-linux.txt")
 }
 
 pub struct Daemon {

@@ -5,11 +5,11 @@ use std::path::PathBuf;
 use clap::Args;
 
 use crate::cli::error::{Error, Result};
-use crate::controller::client::{self, Target};
+use crate::controller::client::Target;
 use crate::controller::keys::KeyType;
 use crate::controller::register::{Credentials, TrustChoice};
 use crate::controller::trust::TrustMode;
-use crate::wire::{certs, validate};
+use crate::wire::certs;
 
 #[derive(Debug, Args, Clone)]
 pub struct ServerArgs {
@@ -24,49 +24,11 @@ pub struct ServerArgs {
 
 impl ServerArgs {
     pub fn target(&self) -> Result<Target> {
-        validate::validate_site_name(&self.site)?;
-        let (host, port) = split_host_port(&self.server)?;
-        let port = match port {
-            Some(p) => p,
-            None => client::discover_port(&host, &self.site)?,
-        };
-        Ok(Target {
-            host,
-            port,
-            site: self.site.clone(),
-        })
+        Target::resolve(&self.server, &self.site)
     }
 }
 
-/// `host`, `host:port`, `[v6]`, `[v6]:port`, bare v6.
-pub fn split_host_port(s: &str) -> Result<(String, Option<u16>)> {
-    let bad = || {
-        Error::usage(format!(
-            "invalid --server {s:?}: expected HOST or HOST:PORT"
-        ))
-    };
-    let s = s.trim();
-    if s.is_empty() {
-        return Err(bad());
-    }
-    if let Some(rest) = s.strip_prefix('[') {
-        let (host, after) = rest.split_once(']').ok_or_else(bad)?;
-        let port = match after.strip_prefix(':') {
-            Some(p) => Some(p.parse().map_err(|_| bad())?),
-            None if after.is_empty() => None,
-            None => return Err(bad()),
-        };
-        return Ok((host.to_string(), port));
-    }
-    if s.matches(':').count() > 1 {
-        return Ok((s.to_string(), None));
-    }
-    match s.split_once(':') {
-        Some((h, p)) if !h.is_empty() => Ok((h.to_string(), Some(p.parse().map_err(|_| bad())?))),
-        Some(_) => Err(bad()),
-        None => Ok((s.to_string(), None)),
-    }
-}
+pub use crate::controller::client::split_host_port;
 
 #[derive(Debug, Args, Clone, Default)]
 pub struct SecretArgs {

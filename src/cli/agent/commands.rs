@@ -15,9 +15,9 @@ use crate::controller::register::{
 };
 use crate::controller::remote::SiteStatus;
 use crate::controller::state::{self, Store};
-use crate::controller::{daemon, push, remote, renew};
+use crate::controller::{daemon, enroll, push, remote, renew};
 use crate::wire::api::ConnectionMode;
-use crate::wire::validate;
+use crate::wire::{certs, validate};
 
 pub fn usage_error(json: bool, e: clap::Error) -> i32 {
     use clap::error::ErrorKind;
@@ -34,14 +34,7 @@ pub fn usage_error(json: bool, e: clap::Error) -> i32 {
             0
         };
     }
-    let msg = e.render().to_string();
-    let first = msg
-        .lines()
-        .next()
-        .unwrap_or("invalid arguments")
-        .trim_start_matches("error: ")
-        .to_string();
-    let err = Error::usage(first).hint("see --help");
+    let err = Error::usage(crate::cli::error::clap_message(&e)).hint("see --help");
     if json {
         report_error(true, &err);
     } else {
@@ -66,6 +59,7 @@ pub fn run(cli: Cli) -> i32 {
             Err(e) => finish::<ProxyRegisterOutput>(json, Err(e)),
         },
         Command::Import(a) => finish(json, cmd_import(&store, a)),
+        Command::Enroll(a) => cmd_enroll(json, &store, a),
         Command::Probe(a) => finish(json, cmd_probe(a)),
         Command::Status(a) => finish(json, cmd_status(&store, a)),
         Command::Delete(a) => finish(json, cmd_delete(&store, Some(&a.connection))),
@@ -104,12 +98,41 @@ fn daemon_exit(json: bool, role: daemon::Role, store: &Store, a: DaemonArgs) -> 
         config_path: a.config,
         listen_override: a.listen,
         ready_file: a.ready_file,
+        enroll_dir: a.enroll_dir,
     };
     match daemon::run(opts) {
         Ok(()) => 0,
         Err(e) => {
             report_error(json, &e);
             e.code().exit_code()
+        }
+    }
+}
+
+/// Every file's result is in the document; the exit code is the first failure's (0 when all
+/// are enrolled or pending).
+fn cmd_enroll(json: bool, store: &Store, a: super::EnrollArgs) -> i32 {
+    let dir = a.dir.unwrap_or_else(enroll::default_dir);
+    if enroll::locate(&dir).is_empty() {
+        return finish::<EnrollOutput>(json, Err(enroll::none_found(&dir)));
+    }
+    let results = enroll::enroll_all(store, &dir, a.wait);
+    let code = enroll::first_failure(&results).map(|e| e.code());
+    let out = EnrollOutput::of(&results);
+    if code.is_some() && !json {
+        for e in results.iter().filter_map(|r| r.error.as_ref()) {
+            report_error(false, e);
+        }
+    }
+    match code {
+        None => finish(json, Ok(out)),
+        Some(c) => {
+            if json {
+                print_json(&out);
+            } else {
+                eprintln!("{}", crate::cli::output::Render::text(&out));
+            }
+            c.exit_code()
         }
     }
 }
@@ -403,7 +426,31 @@ fn cmd_status(store: &Store, a: super::StatusArgs) -> Result<StatusOutput> {
             error: present.err(),
             last_daemon_error: health.and_then(|h| h.agent_source_error),
         },
+        enrollments: enrollment_states(store, a.enroll_dir.as_deref())?,
     })
+}
+
+fn enrollment_states(store: &Store, dir: Option<&std::path::Path>) -> Result<Vec<EnrollState>> {
+    let dir = dir
+        .map(|d| d.to_path_buf())
+        .unwrap_or_else(enroll::default_dir);
+    let states = enroll::load_states(store)?;
+    Ok(enroll::locate(&dir)
+        .into_iter()
+        .map(|f| {
+            let key = f.display().to_string();
+            let st = states.get(&key);
+            EnrollState {
+                file: key,
+                status: st.map_or("not_tried".into(), |s| s.status.clone()),
+                uuid: st.and_then(|s| s.uuid.clone()),
+                host_name: st.and_then(|s| s.host_name.clone()),
+                error_code: st.and_then(|s| s.error_code.clone()),
+                error_message: st.and_then(|s| s.error_message.clone()),
+                last_tried: st.map(|s| certs::rfc3339(s.last_tried)),
+            }
+        })
+        .collect())
 }
 
 fn cmd_delete(store: &Store, selector: Option<&str>) -> Result<DeleteOutput> {

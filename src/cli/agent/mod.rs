@@ -38,6 +38,8 @@ pub enum Command {
     Register(RegisterArgs),
     /// Register as a new host; the site creates it (or declines) by its rules.
     RegisterNew(RegisterNewArgs),
+    /// Converge the drop-in enrollment files (enroll.toml, enroll.d/*.toml); idempotent.
+    Enroll(EnrollArgs),
     /// Register another host and write its connection bundle (holds a private key).
     ProxyRegister(ProxyRegisterArgs),
     /// Import a connection bundle or a Checkmk registered_connections.json (FILE or -).
@@ -129,6 +131,17 @@ pub struct RegisterNewArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct EnrollArgs {
+    /// Directory with enroll.toml and enroll.d/ [default: $TETHER_HOME if set, else /etc/tether]
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Wait up to this long for the site's decision on new hosts (default: do not wait;
+    /// a pending enrollment is resumed by the next run or by the daemon).
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub wait: Option<Duration>,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct ProxyRegisterArgs {
     #[command(flatten)]
     pub server: ServerArgs,
@@ -170,6 +183,9 @@ pub struct StatusArgs {
     pub no_query_remote: bool,
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Directory with enroll.toml and enroll.d/ [default: $TETHER_HOME if set, else /etc/tether]
+    #[arg(long, value_name = "DIR")]
+    pub enroll_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -195,6 +211,10 @@ pub struct DaemonArgs {
     /// Write the bound pull addresses here once listening (for tests and scripts).
     #[arg(long, value_name = "FILE")]
     pub ready_file: Option<PathBuf>,
+    /// Directory with enroll.toml and enroll.d/, converged at start [default: $TETHER_HOME
+    /// if set, else /etc/tether]
+    #[arg(long, value_name = "DIR")]
+    pub enroll_dir: Option<PathBuf>,
 }
 
 /// Parses argv, runs the command, prints the result and returns the exit code.
@@ -250,5 +270,9 @@ pub fn schemas() -> Vec<(String, schemars::Schema)> {
         ),
         ("tether.dump.schema.json".into(), schema_for!(DumpOutput)),
         ("tether.push.schema.json".into(), schema_for!(PushOutput)),
+        (
+            "tether.enroll.schema.json".into(),
+            schema_for!(EnrollOutput),
+        ),
     ]
 }

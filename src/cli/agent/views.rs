@@ -269,6 +269,21 @@ pub struct StatusOutput {
     pub connections: Vec<ConnectionStatus>,
     pub pending: Vec<PendingView>,
     pub agent_source: SourceHealth,
+    /// Drop-in enrollment files and where each stands.
+    pub enrollments: Vec<EnrollState>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct EnrollState {
+    pub file: String,
+    /// enrolled, pending, failed or not_tried.
+    pub status: String,
+    /// The connection it enrolled.
+    pub uuid: Option<String>,
+    pub host_name: Option<String>,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub last_tried: Option<String>,
 }
 
 impl Render for StatusOutput {
@@ -290,6 +305,20 @@ impl Render for StatusOutput {
                 "pending new-host registration {} with {}/{} since {}\n",
                 p.uuid, p.server, p.site, p.started_at
             ));
+        }
+        for e in &self.enrollments {
+            s.push_str(&format!(
+                "enrollment {}: {}",
+                e.file,
+                e.status.replace('_', " ")
+            ));
+            if let Some(m) = &e.error_message {
+                s.push_str(&format!(" ({m})"));
+            }
+            if let Some(t) = &e.last_tried {
+                s.push_str(&format!(", last tried {t}"));
+            }
+            s.push('\n');
         }
         let src = &self.agent_source;
         s.push_str(&format!(
@@ -410,5 +439,86 @@ impl Render for ProbeOutput {
             self.trust,
             self.server_fingerprints.join("\n             ")
         )
+    }
+}
+
+/// One drop-in enrollment file.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct EnrollView {
+    pub file: String,
+    /// enrolled, pending or failed.
+    pub status: String,
+    pub changed: bool,
+    pub uuid: Option<String>,
+    pub host_name: Option<String>,
+    pub connection: Option<ConnectionView>,
+    /// true: the token or password file was deleted; false: it could not be (see `note`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential_removed: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    pub error: Option<RemoteError>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct EnrollOutput {
+    /// False when any file failed (the exit code is the first failure's).
+    pub ok: bool,
+    pub changed: bool,
+    pub enrollments: Vec<EnrollView>,
+}
+
+impl EnrollOutput {
+    pub fn of(results: &[crate::controller::enroll::EnrollResult]) -> EnrollOutput {
+        let enrollments: Vec<EnrollView> = results
+            .iter()
+            .map(|r| EnrollView {
+                file: r.file.display().to_string(),
+                status: r.state.status.clone(),
+                changed: r.changed,
+                uuid: r.state.uuid.clone(),
+                host_name: r.state.host_name.clone(),
+                connection: r.connection.as_ref().map(ConnectionView::of),
+                credential_removed: r.credential_removed,
+                note: r.note.clone(),
+                error: r.error.as_ref().map(super::commands::remote_error),
+            })
+            .collect();
+        EnrollOutput {
+            ok: results.iter().all(|r| r.error.is_none()),
+            changed: results.iter().any(|r| r.changed),
+            enrollments,
+        }
+    }
+}
+
+impl Render for EnrollOutput {
+    fn text(&self) -> String {
+        self.enrollments
+            .iter()
+            .map(|e| {
+                let what = match (e.status.as_str(), &e.error) {
+                    (_, Some(err)) => format!("failed [{}]: {}", err.code.as_str(), err.message),
+                    ("enrolled", None) if e.changed => format!(
+                        "enrolled now as {}",
+                        e.host_name.as_deref().unwrap_or("(host)")
+                    ),
+                    ("enrolled", None) => format!(
+                        "enrolled as {} (nothing to do)",
+                        e.host_name.as_deref().unwrap_or("(host)")
+                    ),
+                    (st, None) => format!("{st}: waiting for the site's decision"),
+                };
+                let mut line = format!("{}: {what}", e.file);
+                if e.credential_removed == Some(true) {
+                    line.push_str("; credential file deleted");
+                }
+                if let Some(n) = &e.note {
+                    line.push_str(&format!("\n  note: {n}"));
+                }
+                line
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }

@@ -108,7 +108,7 @@ pub fn main() -> i32 {
                 let _ = e.print();
                 return 0;
             }
-            let err = Error::usage(e.to_string().trim().to_string());
+            let err = Error::usage(crate::cli::error::clap_message(&e)).hint("see --help");
             crate::cli::output::report_error(json_requested, &err);
             return ErrorCode::Usage.exit_code();
         }
