@@ -7,6 +7,7 @@ pub mod config;
 pub mod daemon;
 pub mod enroll;
 pub mod keys;
+pub mod lifecycle;
 pub mod probe;
 pub mod pull_server;
 pub mod push;

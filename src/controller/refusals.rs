@@ -83,7 +83,7 @@ pub fn explain(client: &Client, route: Route, e: Error) -> Error {
             "register with the site that monitors this host; cluster hosts cannot be registered",
         ),
         (Route::RegisterExisting | Route::RegisterExistingToken, 409) => e.hint(
-            "the site's identity lock holds this host for another registration: unregister it on the site (tether-receiver unregister HOST), or register with a user that has agent_registration.reregister_host",
+            "the site holds this host for another registration (perhaps this machine's own, before a reinstall): run again with --request-takeover so the approvers of the host's folder can hand it over, or have an administrator unregister it (tether-receiver unregister HOST); a user with agent_registration.reregister_host replaces it directly",
         ),
         _ => e,
     }

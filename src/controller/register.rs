@@ -78,7 +78,7 @@ pub struct Outcome {
     pub warnings: Vec<String>,
 }
 
-fn lock_and_load(store: &Store) -> Result<(Lock, Registry)> {
+pub(crate) fn lock_and_load(store: &Store) -> Result<(Lock, Registry)> {
     let lock = store.lock(LOCK_WAIT).map_err(state_err)?;
     let reg = store.load().map_err(state_err)?;
     Ok((lock, reg))
@@ -89,7 +89,11 @@ pub fn state_err(e: super::state::StateError) -> Error {
 }
 
 /// Resolves the trust for a first contact; without an option, shows the fingerprints.
-fn resolve_trust(choice: &TrustChoice, target: &Target, reg: &Registry) -> Result<TrustMode> {
+pub(crate) fn resolve_trust(
+    choice: &TrustChoice,
+    target: &Target,
+    reg: &Registry,
+) -> Result<TrustMode> {
     match choice {
         TrustChoice::Given(m) => Ok(m.clone()),
         TrustChoice::Unspecified => {
@@ -148,6 +152,8 @@ pub enum Reason {
     SiteLinksOtherHost,
     /// The site changed the host's connection mode (pull/push).
     ConnectionModeChanged,
+    /// The site's approvers handed the host over from another registration.
+    TakenOver,
 }
 
 impl Reason {
@@ -158,6 +164,7 @@ impl Reason {
             Reason::NotRegisteredOnSite => "not_registered_on_site",
             Reason::SiteLinksOtherHost => "site_links_other_host",
             Reason::ConnectionModeChanged => "connection_mode_changed",
+            Reason::TakenOver => "taken_over",
         }
     }
     pub fn describe(self) -> &'static str {
@@ -167,6 +174,9 @@ impl Reason {
             Reason::NotRegisteredOnSite => "the site no longer linked this connection (unregistered, or another controller registered this host name: check that no second machine uses it)",
             Reason::SiteLinksOtherHost => "the site linked this connection to another host name",
             Reason::ConnectionModeChanged => "the site changed the host's connection mode",
+            Reason::TakenOver => {
+                "the site's approvers handed this host over from its previous registration"
+            }
         }
     }
 }
@@ -379,7 +389,10 @@ pub fn register_new(store: &Store, opts: RegisterNewOptions) -> Result<NewOutcom
             .pending
             .iter()
             .find(|p| {
-                p.server.eq_ignore_ascii_case(&t.host) && p.port == t.port && p.site == t.site
+                p.takeover_host.is_none()
+                    && p.server.eq_ignore_ascii_case(&t.host)
+                    && p.port == t.port
+                    && p.site == t.site
             })
             .cloned();
         match existing {
@@ -417,6 +430,7 @@ pub fn register_new(store: &Store, opts: RegisterNewOptions) -> Result<NewOutcom
                     trust: trust_label,
                     started_at: certs::now_unix(),
                     agent_labels: opts.labels.clone(),
+                    takeover_host: None,
                 };
                 reg.pending.push(p.clone());
                 store.save(&lock, &reg).map_err(state_err)?;
@@ -424,17 +438,39 @@ pub fn register_new(store: &Store, opts: RegisterNewOptions) -> Result<NewOutcom
             }
         }
     };
+    await_decision(
+        store,
+        &t,
+        &auth,
+        pending,
+        resumed,
+        opts.wait,
+        opts.poll_interval,
+    )
+}
+
+/// Polls `register_new_ongoing` for a queued registration (new host or takeover) until the
+/// site decides or `wait` runs out (`None`: ask once).
+pub(crate) fn await_decision(
+    store: &Store,
+    t: &Target,
+    auth: &Auth<'_>,
+    pending: Pending,
+    resumed: bool,
+    wait: Option<Duration>,
+    poll_interval: Duration,
+) -> Result<NewOutcome> {
     let roots = certs::certs_from_pem(&pending.root_cert)
         .map_err(|e| Error::local_state(format!("pending registration root certificate: {e}")))?;
     let client = Client::new(t.clone(), TrustMode::Roots(roots), None)?;
-    let deadline = opts.wait.map(|w| Instant::now() + w);
+    let deadline = wait.map(|w| Instant::now() + w);
     let started = Instant::now();
     let mut announced = false;
     loop {
         let status: RegisterNewOngoingResponse = client
             .post_json::<(), _>(
                 &paths::register_new_ongoing(&t.site, &pending.uuid),
-                &auth,
+                auth,
                 None,
             )
             .map_err(|e| explain(&client, Route::RegisterNewOngoing, e))?;
@@ -457,14 +493,14 @@ pub fn register_new(store: &Store, opts: RegisterNewOptions) -> Result<NewOutcom
                     eprintln!(
                         "waiting for the site to decide on registration {} (timeout {}s)…",
                         pending.uuid,
-                        opts.wait.map(|w| w.as_secs()).unwrap_or(0)
+                        wait.map(|w| w.as_secs()).unwrap_or(0)
                     );
                     announced = true;
                 } else if started.elapsed().as_secs() % 10 < 2 {
                     eprintln!("  still pending after {}s", started.elapsed().as_secs());
                 }
                 std::thread::sleep(
-                    opts.poll_interval.min(
+                    poll_interval.min(
                         deadline
                             .saturating_duration_since(Instant::now())
                             .max(Duration::from_millis(100)),
@@ -488,7 +524,7 @@ pub fn register_new(store: &Store, opts: RegisterNewOptions) -> Result<NewOutcom
                     server: pending.server.clone(),
                     port: pending.port,
                     site: pending.site.clone(),
-                    host_name: String::new(),
+                    host_name: pending.takeover_host.clone().unwrap_or_default(),
                     mode: connection_mode,
                     root_cert: pending.root_cert.clone(),
                     agent_cert,
@@ -507,7 +543,12 @@ pub fn register_new(store: &Store, opts: RegisterNewOptions) -> Result<NewOutcom
                 let lock = store.lock(LOCK_WAIT).map_err(state_err)?;
                 let mut reg = store.load().map_err(state_err)?;
                 reg.pending.retain(|p| p.uuid != pending.uuid);
-                reg.connections.retain(|c| c.uuid != connection.uuid);
+                // A takeover replaces whatever this machine still had for that host there.
+                reg.connections.retain(|c| {
+                    c.uuid != connection.uuid
+                        && !(pending.takeover_host.is_some()
+                            && c.same_target(&t.host, t.port, &t.site))
+                });
                 reg.connections.push(connection.clone());
                 store.save(&lock, &reg).map_err(state_err)?;
                 return Ok(NewOutcome::Registered {
@@ -523,26 +564,4 @@ fn remove_pending(store: &Store, uuid: &str) -> Result<()> {
     let (lock, mut reg) = lock_and_load(store)?;
     reg.pending.retain(|p| p.uuid != uuid);
     store.save(&lock, &reg).map_err(state_err)
-}
-
-/// Removes connections (and pending registrations) matching the selector; local only.
-pub fn delete(store: &Store, selector: Option<&str>) -> Result<Vec<String>> {
-    let (lock, mut reg) = lock_and_load(store)?;
-    let victims: Vec<String> = match selector {
-        Some(s) => reg.select(s).into_iter().map(|c| c.uuid.clone()).collect(),
-        None => reg.connections.iter().map(|c| c.uuid.clone()).collect(),
-    };
-    let pending_victims: Vec<String> = reg
-        .pending
-        .iter()
-        .filter(|p| selector.is_none_or(|s| p.uuid == s))
-        .map(|p| p.uuid.clone())
-        .collect();
-    if victims.is_empty() && pending_victims.is_empty() {
-        return Ok(Vec::new());
-    }
-    reg.connections.retain(|c| !victims.contains(&c.uuid));
-    reg.pending.retain(|p| !pending_victims.contains(&p.uuid));
-    store.save(&lock, &reg).map_err(state_err)?;
-    Ok(victims.into_iter().chain(pending_victims).collect())
 }

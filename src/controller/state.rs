@@ -101,6 +101,9 @@ pub struct Pending {
     pub started_at: i64,
     #[serde(default)]
     pub agent_labels: std::collections::BTreeMap<String, String>,
+    /// Set for a request to take over this existing host (`register --request-takeover`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub takeover_host: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

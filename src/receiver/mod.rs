@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod api;
 pub mod apply;
+pub mod approvals;
 pub mod auth;
 pub mod ca;
 pub mod fetch;

@@ -35,3 +35,11 @@ pub fn agent_data(site: &str, uuid: &str) -> String {
 pub fn discover_receiver(site: &str) -> String {
     format!("/{site}/check_mk/api/1.0/domain-types/internal/actions/discover-receiver/invoke")
 }
+/// **ext**: the controller ends its own registration (mTLS).
+pub fn unregister(site: &str, uuid: &str) -> String {
+    format!("{}/tether/unregister/{uuid}", base(site))
+}
+/// **ext**: a controller that lost its state asks to take its host name over (Basic).
+pub fn request_takeover(site: &str) -> String {
+    format!("{}/tether/request_takeover", base(site))
+}

@@ -15,7 +15,7 @@ use crate::controller::register::{
 };
 use crate::controller::remote::SiteStatus;
 use crate::controller::state::{self, Store};
-use crate::controller::{daemon, enroll, push, remote, renew};
+use crate::controller::{daemon, enroll, lifecycle, push, remote, renew};
 use crate::wire::api::ConnectionMode;
 use crate::wire::{certs, validate};
 
@@ -62,8 +62,8 @@ pub fn run(cli: Cli) -> i32 {
         Command::Enroll(a) => cmd_enroll(json, &store, a),
         Command::Probe(a) => finish(json, cmd_probe(a)),
         Command::Status(a) => finish(json, cmd_status(&store, a)),
-        Command::Delete(a) => finish(json, cmd_delete(&store, Some(&a.connection))),
-        Command::DeleteAll => finish(json, cmd_delete(&store, None)),
+        Command::Delete(a) => finish(json, cmd_delete(&store, Some(&a.connection), a.local_only)),
+        Command::DeleteAll { local_only } => finish(json, cmd_delete(&store, None, local_only)),
         Command::RenewCertificate(a) => finish(json, cmd_renew(&store, a.connection.as_deref())),
         Command::Dump => finish(json, cmd_dump(&store)),
         Command::Push(a) => finish(json, cmd_push(&store, &a)),
@@ -142,18 +142,39 @@ fn cmd_register(store: &Store, a: super::RegisterArgs) -> Result<RegisterOutput>
     let creds = a.secrets.credentials(true)?;
     let trust = a.trust.choice()?;
     let target = a.server.target()?;
-    let out = register::register(
-        store,
-        RegisterOptions {
-            target,
-            host_name: a.hostname,
-            creds,
-            trust,
-            key_type: a.key_type,
-            force: a.force,
-            query_remote: !a.no_query_remote,
-        },
-    )?;
+    let opts = RegisterOptions {
+        target,
+        host_name: a.hostname,
+        creds,
+        trust,
+        key_type: a.key_type,
+        force: a.force,
+        query_remote: !a.no_query_remote,
+    };
+    let out = if a.request_takeover {
+        let wait = (!a.takeover_wait.is_zero()).then_some(a.takeover_wait);
+        match lifecycle::register_or_request_takeover(store, opts, wait, Duration::from_secs(2))? {
+            lifecycle::TakeoverOutcome::Registered(out) => out,
+            lifecycle::TakeoverOutcome::Queued(NewOutcome::Registered { connection, .. }) => {
+                register::Outcome {
+                    action: Action::Registered,
+                    connection,
+                    replaced: Vec::new(),
+                    reason: Some(register::Reason::TakenOver),
+                    warnings: Vec::new(),
+                }
+            }
+            lifecycle::TakeoverOutcome::Queued(NewOutcome::Pending { uuid, .. }) => {
+                return Err(Error::new(
+                    ErrorCode::Pending,
+                    format!("takeover request {uuid} awaits the site's decision"),
+                )
+                .hint("an approver of the host's folder or an administrator decides (tether-receiver pending approve); run the same command again to resume"));
+            }
+        }
+    } else {
+        register::register(store, opts)?
+    };
     Ok(RegisterOutput {
         ok: true,
         changed: out.action != Action::Unchanged,
@@ -453,12 +474,18 @@ fn enrollment_states(store: &Store, dir: Option<&std::path::Path>) -> Result<Vec
         .collect())
 }
 
-fn cmd_delete(store: &Store, selector: Option<&str>) -> Result<DeleteOutput> {
-    let deleted = register::delete(store, selector)?;
+fn cmd_delete(store: &Store, selector: Option<&str>, local_only: bool) -> Result<DeleteOutput> {
+    let deleted = lifecycle::delete(store, selector, local_only)?;
     Ok(DeleteOutput {
         ok: true,
         changed: !deleted.is_empty(),
-        deleted,
+        unregistered_on_site: deleted
+            .iter()
+            .filter(|d| d.site_unregistered == Some(true))
+            .map(|d| d.uuid.clone())
+            .collect(),
+        warnings: deleted.iter().filter_map(|d| d.warning.clone()).collect(),
+        deleted: deleted.into_iter().map(|d| d.uuid).collect(),
     })
 }
 

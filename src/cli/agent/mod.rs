@@ -48,10 +48,15 @@ pub enum Command {
     Probe(ProbeArgs),
     /// Local and remote state of every connection, and the agent source's health.
     Status(StatusArgs),
-    /// Delete connections matching a UUID, host name or SERVER/SITE (local only).
+    /// Delete connections matching a UUID, host name or SERVER/SITE, ending their
+    /// registrations on the sites too (a Checkmk site: local delete and a warning).
     Delete(DeleteArgs),
-    /// Delete all connections (local only).
-    DeleteAll,
+    /// Delete all connections (and end their registrations on the sites).
+    DeleteAll {
+        /// Only forget the connections here.
+        #[arg(long)]
+        local_only: bool,
+    },
     /// Renew certificates now (all connections, or the one named).
     RenewCertificate(RenewArgs),
     /// Print the agent output, as a site would get it.
@@ -104,6 +109,14 @@ pub struct RegisterArgs {
     /// Trust local state instead of asking the receiver whether it still knows us.
     #[arg(long)]
     pub no_query_remote: bool,
+    /// If the site holds this host for another registration (a reinstalled machine), ask the
+    /// approvers of its folder to hand it over (needs a user with a password; exit 10 while
+    /// the request waits; run again to resume).
+    #[arg(long)]
+    pub request_takeover: bool,
+    /// With --request-takeover: how long to wait for the decision (e.g. 5m).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "0s", value_name = "DURATION")]
+    pub takeover_wait: Duration,
 }
 
 #[derive(Debug, clap::Args)]
@@ -192,6 +205,9 @@ pub struct StatusArgs {
 pub struct DeleteArgs {
     /// UUID, host name, or SERVER/SITE.
     pub connection: String,
+    /// Only forget the connection here; do not end its registration on the site.
+    #[arg(long)]
+    pub local_only: bool,
 }
 
 #[derive(Debug, clap::Args)]

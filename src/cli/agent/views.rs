@@ -343,15 +343,24 @@ pub struct DeleteOutput {
     pub ok: bool,
     pub changed: bool,
     pub deleted: Vec<String>,
+    /// Connections whose registration the site ended (or had already ended).
+    pub unregistered_on_site: Vec<String>,
+    /// Sites that did not end a registration (a Checkmk receiver, unreachable): the host
+    /// stays registered there until an administrator removes it or it expires.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub warnings: Vec<String>,
 }
 
 impl Render for DeleteOutput {
     fn text(&self) -> String {
         if self.deleted.is_empty() {
-            "Nothing to delete.".into()
-        } else {
-            format!("Deleted {}.", self.deleted.join(", "))
+            return "Nothing to delete.".into();
         }
+        let mut s = format!("Deleted {}.", self.deleted.join(", "));
+        for w in &self.warnings {
+            s.push_str(&format!("\nWARNING: {w}"));
+        }
+        s
     }
 }
 

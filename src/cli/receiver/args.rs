@@ -131,6 +131,7 @@ pub enum EmulateArg {
     NoTokenEndpoint,
     RawEdition,
     NoRevocation,
+    NoTetherRoutes,
 }
 
 impl EmulateArg {
@@ -142,6 +143,7 @@ impl EmulateArg {
             EmulateArg::NoTokenEndpoint => Emulate::NoTokenEndpoint,
             EmulateArg::RawEdition => Emulate::RawEdition,
             EmulateArg::NoRevocation => Emulate::NoRevocation,
+            EmulateArg::NoTetherRoutes => Emulate::NoTetherRoutes,
         }
     }
 }
@@ -338,13 +340,15 @@ pub enum PendingCmd {
     /// Approve: create the host and issue its certificate.
     Approve {
         uuid: String,
-        /// Host name (default: the agent's cmk/hostname label).
+        /// Host name of a new host (default: the agent's cmk/hostname label).
         #[arg(long)]
         host: Option<String>,
-        #[arg(long, default_value = "/")]
-        folder: String,
-        #[arg(long, default_value = "pull")]
-        mode: String,
+        /// Folder of a new host (default: the holding rule's folder, else /).
+        #[arg(long)]
+        folder: Option<String>,
+        /// Connection mode of a new host: pull (default) or push.
+        #[arg(long)]
+        mode: Option<String>,
     },
     Decline {
         uuid: String,

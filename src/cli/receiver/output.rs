@@ -1,6 +1,5 @@
 //! JSON and text output of `tether-receiver` commands. Every document has `"ok": true`;
 //! failures use the shared error document.
-use std::collections::BTreeMap;
 
 use schemars::JsonSchema;
 
@@ -321,19 +320,7 @@ impl Render for TokenList {
     }
 }
 
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct PendingInfo {
-    pub uuid: String,
-    pub user: String,
-    /// pending, declined or success.
-    pub status: String,
-    pub labels: BTreeMap<String, String>,
-    pub host: Option<String>,
-    pub folder: Option<String>,
-    pub reason: Option<String>,
-    pub source: String,
-    pub created_at: i64,
-}
+pub use crate::receiver::approvals::PendingInfo;
 
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct PendingList {
@@ -347,7 +334,11 @@ impl Render for PendingList {
                 .iter()
                 .map(|p| {
                     let l: Vec<String> = p.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                    format!("{}\t{}\tby {}\t{}", p.uuid, p.status, p.user, l.join(","))
+                    let what = match (&p.kind[..], &p.host) {
+                        ("takeover", Some(h)) => format!("takeover of {h}"),
+                        _ => l.join(","),
+                    };
+                    format!("{}\t{}\tby {}\t{what}", p.uuid, p.status, p.user)
                 })
                 .collect(),
             "no pending registrations",

@@ -4,6 +4,7 @@
 //! the request helpers; the handlers live in the submodules.
 mod audit;
 mod authn;
+mod lifecycle;
 mod mtls;
 mod register_existing;
 mod register_new;
@@ -48,6 +49,8 @@ pub enum Emulate {
     /// only the host link): mTLS routes then answer from the link (403 "Host is not
     /// registered") instead of refusing the certificate.
     NoRevocation,
+    /// None of tether's own routes (`tether/unregister`, `tether/request_takeover`).
+    NoTetherRoutes,
 }
 
 /// Size and time limits; every one is a `serve` flag.
@@ -212,6 +215,19 @@ pub fn router(state: Arc<AppState>) -> Router {
         &format!("{b}/agent_data/{{uuid}}"),
         post(super::ingest::agent_data),
     )
+    .merge(if without(Emulate::NoTetherRoutes) {
+        Router::new()
+    } else {
+        Router::new()
+            .route(
+                &paths::unregister(&site, "{uuid}"),
+                post(lifecycle::unregister),
+            )
+            .route(
+                &paths::request_takeover(&site),
+                post(lifecycle::request_takeover),
+            )
+    })
     .route(&paths::discover_receiver(&site), get(discover))
     .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "Not Found") })
     .layer(axum::middleware::from_fn_with_state(

@@ -166,7 +166,7 @@ async fn register_existing_inner(
     })
 }
 
-fn check_host_here(host: &store::Host, site: &str) -> ApiResult<()> {
+pub(super) fn check_host_here(host: &store::Host, site: &str) -> ApiResult<()> {
     if host.site != site {
         return Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,

@@ -90,6 +90,7 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("tokens", "max_uses", "INTEGER NOT NULL DEFAULT 1"),
     ("tokens", "uses", "INTEGER NOT NULL DEFAULT 0"),
     ("tokens", "last_used_at", "INTEGER"),
+    ("pending", "kind", "TEXT NOT NULL DEFAULT 'new'"),
 ];
 
 /// Brings any earlier database up to the current schema; idempotent, one transaction, so
