@@ -313,6 +313,11 @@ def test_conflict_force_and_absent(receiver, argv_wrapper, tmp_path):
     assert stats["localhost"]["changed"] == 1 and connections(home) == [], out
     rc, out, stats = playbook(tmp_path, args + ["-e", json.dumps(absent)])
     assert stats["localhost"]["changed"] == 0, out
+    # Present again, as after a reinstall: absent ended the registration on the site too,
+    # so the registration-only user enrolls the host again (no identity lock left).
+    rc, out, stats = playbook(tmp_path, args + ["-e", json.dumps(dict(base, host_name="web06"))])
+    assert stats["localhost"]["changed"] == 1, out
+    assert [c[1] for c in connections(home)] == ["web06"]
     assert_no_password(out, argv_log)
 
 
