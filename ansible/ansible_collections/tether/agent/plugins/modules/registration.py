@@ -28,7 +28,8 @@ options:
   state:
     description:
       - C(present) registers the host if it is not registered yet (or no longer valid).
-      - C(absent) deletes the matching local registrations.
+      - C(absent) deletes the matching registrations, locally and (on a tether site) on the
+        site; a Checkmk site keeps its registration and the module warns.
     type: str
     choices: [present, absent]
     default: present
@@ -425,6 +426,8 @@ def absent(module, cli, result):
         if doc.get('changed'):
             result['changed'] = True
         result['deleted'].extend(doc.get('deleted') or [])
+        for w in doc.get('warnings') or []:
+            module.warn(w)
     result['action'] = 'deleted' if result['changed'] else 'unchanged'
 
 
