@@ -11,6 +11,10 @@ pub const REGISTER_NEW_IN_MANAGED_FOLDER: &str =
     "agent_registration.register_new_host_in_managed_folder";
 /// **ext**: register a host again under another UUID while its registration is live.
 pub const REREGISTER_HOST: &str = "agent_registration.reregister_host";
+/// **ext**: approve or decline any held registration (new host or takeover).
+pub const APPROVE_ANY: &str = "agent_registration.approve_any";
+/// **ext**: approve or decline held registrations whose target folder the user is a contact of.
+pub const APPROVE_IN_MANAGED_FOLDER: &str = "agent_registration.approve_in_managed_folder";
 /// Read access to all hosts and folders.
 pub const SEE_ALL_FOLDERS: &str = "wato.see_all_folders";
 /// Write access to all hosts and folders.
@@ -30,6 +34,8 @@ pub const ALL: &[&str] = &[
     REGISTER_ANY_NEW,
     REGISTER_NEW_IN_MANAGED_FOLDER,
     REREGISTER_HOST,
+    APPROVE_ANY,
+    APPROVE_IN_MANAGED_FOLDER,
     SEE_ALL_FOLDERS,
     ALL_FOLDERS,
     EDIT_HOSTS,
@@ -55,6 +61,11 @@ pub fn builtin_roles() -> Vec<(&'static str, Vec<&'static str>)> {
                 REGISTER_ANY_NEW,
                 REGISTER_NEW_IN_MANAGED_FOLDER,
             ],
+        ),
+        (
+            // The people who own hosts decide about new ones in their folders, and nothing else.
+            "agent_approver",
+            vec![APPROVE_IN_MANAGED_FOLDER],
         ),
         (
             // A normal user: works on what they are a contact of.
@@ -126,4 +137,12 @@ pub fn may_register_new(c: &Connection, p: &Principal, folder: &str) -> rusqlite
     }
     let write_folder = p.has(ALL_FOLDERS) || folder_contact;
     Ok(write_folder && p.has(MANAGE_HOSTS) && p.has(SERVICES) && p.has(ACTIVATE))
+}
+
+/// May `p` decide on a held registration whose target folder is `folder`?
+pub fn may_approve(c: &Connection, p: &Principal, folder: &str) -> rusqlite::Result<bool> {
+    if p.has(APPROVE_ANY) {
+        return Ok(true);
+    }
+    Ok(p.has(APPROVE_IN_MANAGED_FOLDER) && contact_of_folder(c, p, folder)?)
 }

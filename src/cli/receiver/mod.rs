@@ -89,6 +89,18 @@ pub fn schemas() -> Vec<(String, schemars::Schema)> {
             schema_for!(AgentDataOut),
         ),
         ("receiver.apply.schema.json".into(), schema_for!(ApplyOut)),
+        (
+            "admin-api.pending.schema.json".into(),
+            schema_for!(crate::receiver::api::admin_api::PendingListBody),
+        ),
+        (
+            "admin-api.decision.schema.json".into(),
+            schema_for!(crate::receiver::api::admin_api::DecisionBody),
+        ),
+        (
+            "admin-api.error.schema.json".into(),
+            schema_for!(crate::receiver::api::admin_api::AdminErrorBody),
+        ),
     ];
     v.sort_by(|a, b| a.0.cmp(&b.0));
     v

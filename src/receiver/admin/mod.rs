@@ -47,13 +47,25 @@ pub fn init_db(c: &Connection, site: &str, lifetime_secs: i64) -> Result<bool> {
             changed = true;
         }
     }
+    // Built-in roles are kept current: a newer tether may add permissions to them.
     for (name, ps) in perms::builtin_roles() {
-        if store::get_role(c, name)?.is_none() {
-            c.execute(
-                "INSERT INTO roles(name, builtin, permissions) VALUES(?1, 1, ?2)",
-                params![name, store::to_json(&ps)],
-            )?;
-            changed = true;
+        let want: Vec<String> = ps.iter().map(|p| p.to_string()).collect();
+        match store::get_role(c, name)? {
+            Some(r) if r.permissions == want => {}
+            Some(_) => {
+                c.execute(
+                    "UPDATE roles SET permissions=?2, builtin=1 WHERE name=?1",
+                    params![name, store::to_json(&ps)],
+                )?;
+                changed = true;
+            }
+            None => {
+                c.execute(
+                    "INSERT INTO roles(name, builtin, permissions) VALUES(?1, 1, ?2)",
+                    params![name, store::to_json(&ps)],
+                )?;
+                changed = true;
+            }
         }
     }
     if store::get_folder(c, "/")?.is_none() {

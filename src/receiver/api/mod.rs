@@ -2,6 +2,7 @@
 //!
 //! This module holds the shared state, the error type and its response mapping, the router and
 //! the request helpers; the handlers live in the submodules.
+pub mod admin_api;
 mod audit;
 mod authn;
 mod lifecycle;
@@ -214,6 +215,18 @@ pub fn router(state: Arc<AppState>) -> Router {
     .route(
         &format!("{b}/agent_data/{{uuid}}"),
         post(super::ingest::agent_data),
+    )
+    .route(
+        &format!("{}/pending", admin_api::base(&site)),
+        get(admin_api::list_pending),
+    )
+    .route(
+        &format!("{}/pending/{{uuid}}/approve", admin_api::base(&site)),
+        post(admin_api::approve),
+    )
+    .route(
+        &format!("{}/pending/{{uuid}}/decline", admin_api::base(&site)),
+        post(admin_api::decline),
     )
     .merge(if without(Emulate::NoTetherRoutes) {
         Router::new()
