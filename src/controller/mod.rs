@@ -8,6 +8,7 @@ pub mod daemon;
 pub mod enroll;
 pub mod keys;
 pub mod probe;
+pub mod proxy;
 pub mod pull_server;
 pub mod push;
 pub mod refusals;
