@@ -87,6 +87,38 @@ fn agent_json_logs_are_one_object_per_line() {
     assert!(out.stderr.contains("error [network]"), "{}", out.stderr);
 }
 
+#[test]
+fn in_the_journal_lines_carry_no_timestamps_of_their_own() {
+    use std::os::unix::fs::MetadataExt;
+    let a = Agent::new();
+    let log = a.path("stderr.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let meta = file.metadata().unwrap();
+    let server = format!("127.0.0.1:{}", dead_port());
+    // systemd names the stream it connected to stderr in JOURNAL_STREAM (device:inode).
+    let status = a
+        .command(&[
+            "register", "-s", &server, "-i", "s", "-H", "h1", "-U", "reg", "--trust-cert",
+        ])
+        .env("TETHER_PASSWORD", "x")
+        .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(file))
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(9));
+    let text = std::fs::read_to_string(&log).unwrap();
+    let warn = text.lines().find(|l| l.contains("WARN")).expect("a warning");
+    assert!(warn.trim_start().starts_with("WARN"), "{text}");
+    assert!(!text.contains("\x1b["), "{text:?}");
+
+    // Another stream than the one systemd named: timestamps as usual.
+    let out = failing_register(&a, &[]);
+    let warn = out.stderr.lines().find(|l| l.contains("WARN")).unwrap();
+    assert!(warn.starts_with(|c: char| c.is_ascii_digit()), "{warn}");
+}
+
 /// Runs `tether-receiver serve` on `dir` with stderr piped until it is ready, stops it with
 /// SIGTERM and returns what it logged.
 fn serve_log(rcv: &mut TestReceiver, extra: &[&str]) -> String {
