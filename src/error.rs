@@ -99,10 +99,61 @@ pub struct ErrorInfo {
     /// leaf first, so an operator can verify one and pin it.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub server_fingerprints: Vec<String>,
+    /// The same certificates with what each one is: the server certificate first, the site
+    /// CA last. Pinning the site CA survives a new server certificate.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub presented_certificates: Vec<PresentedCertificate>,
     /// The receiver's own `detail` text, so callers that know the route can refine the code.
     #[serde(skip)]
     #[schemars(skip)]
     pub server_detail: Option<String>,
+}
+
+/// One certificate of the chain a receiver presented.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct PresentedCertificate {
+    pub role: CertificateRole,
+    /// `sha256:HEX`, as `--trust-fingerprint` takes it.
+    pub fingerprint: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CertificateRole {
+    /// The receiver's own TLS certificate (first in the chain).
+    ServerCertificate,
+    /// A CA between the server certificate and the site CA.
+    IntermediateCa,
+    /// The CA at the end of the chain: the site CA, which agents store after registering.
+    SiteCa,
+}
+
+impl CertificateRole {
+    /// For people: "server certificate", "site CA".
+    pub fn label(self) -> &'static str {
+        match self {
+            CertificateRole::ServerCertificate => "server certificate",
+            CertificateRole::IntermediateCa => "intermediate CA",
+            CertificateRole::SiteCa => "site CA",
+        }
+    }
+}
+
+/// Labels a chain as servers present it: leaf first, the CA they chain to last.
+pub fn label_chain(fingerprints: &[String]) -> Vec<PresentedCertificate> {
+    let last = fingerprints.len().saturating_sub(1);
+    fingerprints
+        .iter()
+        .enumerate()
+        .map(|(i, fp)| PresentedCertificate {
+            role: match i {
+                0 => CertificateRole::ServerCertificate,
+                i if i == last => CertificateRole::SiteCa,
+                _ => CertificateRole::IntermediateCa,
+            },
+            fingerprint: fp.clone(),
+        })
+        .collect()
 }
 
 /// A failed command: carries everything the JSON and text renderers need.
@@ -117,6 +168,7 @@ impl Error {
             http_status: None,
             hint: None,
             server_fingerprints: Vec::new(),
+            presented_certificates: Vec::new(),
             server_detail: None,
         }))
     }
@@ -128,7 +180,9 @@ impl Error {
         self.0.http_status = Some(status);
         self
     }
+    /// The chain the server presented (leaf first), kept as is and labelled.
     pub fn fingerprints(mut self, fps: Vec<String>) -> Self {
+        self.0.presented_certificates = label_chain(&fps);
         self.0.server_fingerprints = fps;
         self
     }

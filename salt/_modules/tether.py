@@ -17,6 +17,8 @@ Configuration (all optional), in the minion config or pillar:
 
     tether.bin: /usr/bin/tether        # else $TETHER_BIN, else "tether" in PATH
     tether.home: /var/lib/tether       # else $TETHER_HOME, else tether's default
+    tether.proxy: auto                 # direct, auto (HTTPS_PROXY/NO_PROXY) or http://HOST:PORT;
+                                       # else proxy in tether.toml, else direct
 
 CLI examples:
 
@@ -94,7 +96,12 @@ def error_message(command, error, rc=None):
     msg = "tether {} failed [{}]: {}".format(command, code, error.get("message") or "no message")
     if error.get("http_status"):
         msg += " (HTTP {})".format(error["http_status"])
-    if error.get("server_fingerprints"):
+    if error.get("presented_certificates"):
+        msg += "; the server presented: " + ", ".join(
+            "{} {}".format(c.get("role", "").replace("_", " "), c.get("fingerprint"))
+            for c in error["presented_certificates"]
+        )
+    elif error.get("server_fingerprints"):
         msg += "; the server presented: " + ", ".join(error["server_fingerprints"])
     if error.get("hint"):
         msg += "; hint: " + error["hint"]
@@ -143,7 +150,8 @@ def _exec(argv, stdin=None, env=None):
     return proc.returncode, proc.stdout, proc.stderr
 
 
-def _run(subcommand, args=None, stdin=None, env=None, tether_bin=None, tether_home=None, allow_fail=False):
+def _run(subcommand, args=None, stdin=None, env=None, tether_bin=None, tether_home=None, allow_fail=False,
+         proxy=None):
     """Runs ``tether SUBCOMMAND --json ARGS`` and returns its document.
 
     Raises CommandExecutionError on a failure document unless ``allow_fail``.
@@ -153,6 +161,10 @@ def _run(subcommand, args=None, stdin=None, env=None, tether_bin=None, tether_ho
     home = tether_home or _opt("home")
     if home:
         environ["TETHER_HOME"] = str(home)
+    # In the environment, not in argv: a proxy URL may carry credentials.
+    proxy = proxy or _opt("proxy")
+    if proxy:
+        environ["TETHER_PROXY"] = str(proxy)
     rc, out, err = _exec(argv, stdin=stdin, env=environ)
     doc = _parse(out)
     if doc is None:
@@ -201,7 +213,7 @@ def _secret_args(user=None, password=None, token=None):
     return args, stdin, env
 
 
-def status(query_remote=True, tether_bin=None, tether_home=None):
+def status(query_remote=True, tether_bin=None, tether_home=None, proxy=None):
     """
     The document of ``tether status --json``: connections (each with its site's view in
     ``remote`` when ``query_remote``), pending new-host registrations, agent source health.
@@ -213,10 +225,12 @@ def status(query_remote=True, tether_bin=None, tether_home=None):
         salt '*' tether.status query_remote=False
     """
     args = [] if query_remote else ["--no-query-remote"]
-    return _run("status", args, tether_bin=tether_bin, tether_home=tether_home)
+    return _run("status", args, tether_bin=tether_bin, tether_home=tether_home, proxy=proxy)
 
 
-def probe(server, site, trust_fingerprint=None, root_ca=None, trust_cert=False, tether_bin=None, tether_home=None):
+def probe(
+    server, site, trust_fingerprint=None, root_ca=None, trust_cert=False, tether_bin=None, tether_home=None, proxy=None
+):
     """
     Check that the receiver is reachable and trusted as given (``tether probe --json``):
     no credentials are sent and nothing is stored. Fails with ``[trust]`` on a wrong pin.
@@ -228,7 +242,7 @@ def probe(server, site, trust_fingerprint=None, root_ca=None, trust_cert=False, 
         salt '*' tether.probe monitor.example.com:8000 mysite trust_fingerprint=sha256:...
     """
     args = ["-s", server, "-i", site] + _trust_args(trust_fingerprint, root_ca, trust_cert)
-    return _run("probe", args, tether_bin=tether_bin, tether_home=tether_home)
+    return _run("probe", args, tether_bin=tether_bin, tether_home=tether_home, proxy=proxy)
 
 
 def register(
@@ -246,6 +260,7 @@ def register(
     query_remote=True,
     tether_bin=None,
     tether_home=None,
+    proxy=None,
 ):
     """
     Registers this host for the existing host ``host_name`` of ``site`` on ``server``
@@ -269,7 +284,9 @@ def register(
         args.append("--force")
     if not query_remote:
         args.append("--no-query-remote")
-    return _run("register", args, stdin=stdin, env=env, tether_bin=tether_bin, tether_home=tether_home)
+    return _run(
+        "register", args, stdin=stdin, env=env, tether_bin=tether_bin, tether_home=tether_home, proxy=proxy
+    )
 
 
 def register_new(
@@ -287,6 +304,7 @@ def register_new(
     timeout=None,
     tether_bin=None,
     tether_home=None,
+    proxy=None,
 ):
     """
     Asks ``site`` to create this host (``tether register-new``) with ``agent_labels``
@@ -314,24 +332,34 @@ def register_new(
         args.append("--no-wait")
     elif timeout is not None:
         args += ["--timeout", str(int(timeout))]
-    return _run("register-new", args, stdin=stdin, env=env, tether_bin=tether_bin, tether_home=tether_home)
+    return _run(
+        "register-new", args, stdin=stdin, env=env, tether_bin=tether_bin, tether_home=tether_home, proxy=proxy
+    )
 
 
-def delete(connection, tether_bin=None, tether_home=None):
+def delete(connection, missing_ok=False, tether_bin=None, tether_home=None, proxy=None):
     """
     Deletes the local connections matching ``connection``: a UUID, a host name or
-    ``SERVER/SITE`` (``tether delete``). ``changed: False`` when nothing matched.
+    ``SERVER/SITE`` (``tether delete``). When nothing matches, tether fails with
+    ``[not_found]``; with ``missing_ok=True`` that is ``changed: False`` instead.
 
     CLI example:
 
     .. code-block:: bash
 
         salt '*' tether.delete web01
+        salt '*' tether.delete web01 missing_ok=True
     """
-    return _run("delete", [connection], tether_bin=tether_bin, tether_home=tether_home)
+    doc = _run("delete", [connection], tether_bin=tether_bin, tether_home=tether_home, proxy=proxy, allow_fail=True)
+    if doc.get("ok") is False:
+        error = doc.get("error") or {}
+        if missing_ok and error.get("code") == "not_found":
+            return {"ok": True, "changed": False, "deleted": []}
+        raise CommandExecutionError(error_message("delete", error, doc.get("rc")), info=doc)
+    return doc
 
 
-def delete_all(tether_bin=None, tether_home=None):
+def delete_all(tether_bin=None, tether_home=None, proxy=None):
     """
     Deletes every local connection (``tether delete-all``).
 
@@ -341,4 +369,4 @@ def delete_all(tether_bin=None, tether_home=None):
 
         salt '*' tether.delete_all
     """
-    return _run("delete-all", [], tether_bin=tether_bin, tether_home=tether_home)
+    return _run("delete-all", [], tether_bin=tether_bin, tether_home=tether_home, proxy=proxy)

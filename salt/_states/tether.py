@@ -112,9 +112,9 @@ def _message(exc):
 _REFUSED = (400, 401, 403, 404, 410)
 
 
-def _remote_statuses(tether_bin, tether_home):
+def _remote_statuses(common):
     """uuid -> the site's view of that connection (``remote`` of ``tether status``)."""
-    doc = __salt__["tether.status"](query_remote=True, tether_bin=tether_bin, tether_home=tether_home)
+    doc = __salt__["tether.status"](query_remote=True, **common)
     return {c.get("uuid"): c.get("remote") or {} for c in doc.get("connections") or []}
 
 
@@ -165,6 +165,7 @@ def registered(
     query_remote=True,
     tether_bin=None,
     tether_home=None,
+    proxy=None,
 ):
     """
     Ensure the agent is registered with ``site`` on ``server``.
@@ -206,6 +207,12 @@ def registered(
 
     tether_bin / tether_home
         The binary and the agent's state directory (``TETHER_HOME``).
+
+    proxy
+        How tether reaches the receiver: ``direct``, ``auto`` (``HTTPS_PROXY`` except
+        hosts in ``NO_PROXY``) or ``http://HOST:PORT``; default: ``tether.proxy`` in the
+        minion config or pillar, else ``proxy`` in tether.toml, else direct. Handed to
+        tether in the environment, never on the command line.
     """
     ret = {"name": name, "result": False, "changes": {}, "comment": ""}
     if mode not in ("existing", "new"):
@@ -213,7 +220,7 @@ def registered(
         return ret
     if mode == "existing" and not host_name:
         host_name = name
-    common = {"tether_bin": tether_bin, "tether_home": tether_home}
+    common = {"tether_bin": tether_bin, "tether_home": tether_home, "proxy": proxy}
     try:
         password = _secret(password, password_pillar, "password")
         token = _secret(token, token_pillar, "token")
@@ -225,7 +232,7 @@ def registered(
         before = _summary(same[0] if same else (others[0] if others else None))
 
         if same:
-            remotes = _remote_statuses(tether_bin, tether_home) if query_remote else None
+            remotes = _remote_statuses(common) if query_remote else None
             reasons = [_renew_reason(c, remotes, ret) for c in same]
             healthy = [c for c, r in zip(same, reasons) if r is None]
             if healthy:
@@ -310,7 +317,7 @@ def registered(
     return ret
 
 
-def absent(name, server=None, site=None, host_name=None, tether_bin=None, tether_home=None):
+def absent(name, server=None, site=None, host_name=None, tether_bin=None, tether_home=None, proxy=None):
     """
     Ensure the agent has no registration matching ``server``, ``site`` and ``host_name``
     (each optional; with none of them, ``name`` is the host name to match).
@@ -318,7 +325,7 @@ def absent(name, server=None, site=None, host_name=None, tether_bin=None, tether
     ret = {"name": name, "result": False, "changes": {}, "comment": ""}
     if not (server or site or host_name):
         host_name = name
-    common = {"tether_bin": tether_bin, "tether_home": tether_home}
+    common = {"tether_bin": tether_bin, "tether_home": tether_home, "proxy": proxy}
     try:
         doc = __salt__["tether.status"](query_remote=False, **common)
         matches = _find(doc.get("connections") or [], server, site, host_name)
@@ -336,7 +343,8 @@ def absent(name, server=None, site=None, host_name=None, tether_bin=None, tether
             return ret
         deleted = []
         for conn in matches:
-            res = __salt__["tether.delete"](conn["uuid"], **common)
+            # Gone since the status above counts as absent, not as a failure.
+            res = __salt__["tether.delete"](conn["uuid"], missing_ok=True, **common)
             deleted.extend(res.get("deleted") or [])
     except CommandExecutionError as exc:
         ret["comment"] = _message(exc)

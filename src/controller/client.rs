@@ -1,15 +1,15 @@
 //! HTTPS client for the receiver API (spec §1): ureq over a rustls config with our own
 //! verifier, so trust failures can show the operator what the server presented.
 use std::io::Read;
-use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::proxy;
 use super::trust::{Observed, TrustMode, Verifier};
 use crate::error::{Error, ErrorCode};
 use crate::wire::api::ErrorBody;
@@ -104,6 +104,8 @@ pub struct Client {
     target: Target,
     agent: ureq::Agent,
     observed: Arc<Mutex<Observed>>,
+    /// The proxy the calls go through (credentials redacted), for error messages.
+    via: Option<String>,
 }
 
 pub struct ClientCert {
@@ -142,18 +144,19 @@ impl Client {
         // on a pooled connection it is closing fails with EOF and cannot be retried safely.
         // The calls are seconds apart, so pooling saved nothing; TLS resumption keeps the
         // extra handshakes cheap.
-        let agent = ureq::AgentBuilder::new()
+        let builder = ureq::AgentBuilder::new()
             .max_idle_connections(0)
             .max_idle_connections_per_host(0)
             .tls_config(Arc::new(config))
             .timeout_connect(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
-            .redirects(0)
-            .build();
+            .redirects(0);
+        let (builder, via) = with_proxy(builder, "https", &target.host)?;
         Ok(Client {
             target,
-            agent,
+            agent: builder.build(),
             observed,
+            via,
         })
     }
 
@@ -268,16 +271,26 @@ impl Client {
                         ),
                     )
                     .fingerprints(o.chain_fingerprints.clone())
-                    .hint("verify the server's fingerprint out of band (tether-receiver fingerprint on the site) and pass it with --trust-fingerprint");
+                    .hint("compare with `tether-receiver fingerprint` on the site (it shows the server certificate and the site CA), then pin one with --trust-fingerprint; the site CA's fingerprint stays valid when the server certificate is replaced");
                 }
-                Error::new(
-                    ErrorCode::Network,
-                    format!(
-                        "cannot reach the receiver at {}: {t}",
-                        self.target.base_url()
-                    ),
-                )
-                .hint("check --server and the port; the receiver listens on 8000 by default")
+                match &self.via {
+                    None => Error::new(
+                        ErrorCode::Network,
+                        format!(
+                            "cannot reach the receiver at {}: {t}",
+                            self.target.base_url()
+                        ),
+                    )
+                    .hint("check --server and the port; the receiver listens on 8000 by default"),
+                    Some(proxy) => Error::new(
+                        ErrorCode::Network,
+                        format!(
+                            "cannot reach the receiver at {} through the proxy {proxy}: {t}",
+                            self.target.base_url()
+                        ),
+                    )
+                    .hint("check the proxy (--proxy, proxy in tether.toml, or HTTPS_PROXY/NO_PROXY with --proxy auto) and that it allows CONNECT to the receiver's port, then --server and the port"),
+                }
             }
         }
     }
@@ -301,63 +314,69 @@ pub fn http_error(status: u16, detail: &str) -> Error {
     }
 }
 
-/// Handshakes without sending anything, to show the operator which certificates the
-/// server presents when no trust option was given.
+/// Shows the operator which certificates the server presents when no trust option was
+/// given: a handshake that accepts any certificate and one request without credentials
+/// (through the proxy, if one applies). Nothing is trusted or stored.
 pub fn probe_fingerprints(host: &str, port: u16) -> Result<Vec<String>, Error> {
-    let (config, observed) = client_config(TrustMode::Insecure, None)?;
-    let name = ServerName::try_from(host.to_string())
-        .map_err(|_| Error::usage(format!("invalid server name {host:?}")))?;
-    let mut conn = rustls::ClientConnection::new(Arc::new(config), name)
-        .map_err(|e| Error::internal(format!("TLS setup: {e}")))?;
-    let addr = super::state::format_server(host, port);
-    let mut sock = connect(&addr)?;
-    while conn.is_handshaking() {
-        conn.complete_io(&mut sock).map_err(|e| {
-            Error::new(
-                ErrorCode::Network,
-                format!("TLS handshake with {addr} failed: {e}"),
-            )
-        })?;
-    }
-    let fps = observed
+    let target = Target {
+        host: host.to_string(),
+        port,
+        site: String::new(),
+    };
+    let client = Client::new(target, TrustMode::Insecure, None)?;
+    let result = client.agent.get(&client.url("/")).call();
+    let fps = client
+        .observed
         .lock()
         .map(|o| o.chain_fingerprints.clone())
         .unwrap_or_default();
-    Ok(fps)
+    match result {
+        // The handshake got as far as the certificates: that is all we asked for.
+        _ if !fps.is_empty() => Ok(fps),
+        Ok(_) | Err(ureq::Error::Status(..)) => Ok(fps),
+        Err(e) => Err(client.map_error(e)),
+    }
 }
 
-fn connect(addr: &str) -> Result<TcpStream, Error> {
-    use std::net::ToSocketAddrs;
-    let net =
-        |e: std::io::Error| Error::new(ErrorCode::Network, format!("cannot reach {addr}: {e}"));
-    let mut last = None;
-    for a in addr.to_socket_addrs().map_err(net)? {
-        match TcpStream::connect_timeout(&a, CONNECT_TIMEOUT) {
-            Ok(s) => {
-                let _ = s.set_read_timeout(Some(REQUEST_TIMEOUT));
-                return Ok(s);
-            }
-            Err(e) => last = Some(e),
+/// Adds the proxy that applies to `scheme://host` (see `proxy`); returns its redacted URL.
+fn with_proxy(
+    builder: ureq::AgentBuilder,
+    scheme: &str,
+    host: &str,
+) -> Result<(ureq::AgentBuilder, Option<String>), Error> {
+    match proxy::current().proxy_for(scheme, host)? {
+        None => Ok((builder, None)),
+        Some(url) => {
+            let p = ureq::Proxy::new(&url)
+                .map_err(|e| Error::usage(format!("invalid proxy {}: {e}", proxy::redact(&url))))?;
+            tracing::debug!(
+                "{scheme}://{host} through the proxy {}",
+                proxy::redact(&url)
+            );
+            Ok((builder.proxy(p), Some(proxy::redact(&url))))
         }
     }
-    Err(net(
-        last.unwrap_or_else(|| std::io::Error::other("no address"))
-    ))
 }
 
 /// Finds the receiver port as Checkmk's controller does: ask the site's web server
 /// (https, then http). The answer is only a port number; trust is established afterwards.
 pub fn discover_port(host: &str, site: &str) -> Result<u16, Error> {
     let (config, _) = client_config(TrustMode::Insecure, None)?;
-    let agent = ureq::AgentBuilder::new()
-        .tls_config(Arc::new(config))
-        .timeout_connect(CONNECT_TIMEOUT)
-        .timeout(Duration::from_secs(15))
-        .build();
+    let config = Arc::new(config);
     let host_only = super::state::url_host(host);
     let mut errors = Vec::new();
     for scheme in ["https", "http"] {
+        let builder = ureq::AgentBuilder::new()
+            .tls_config(config.clone())
+            .timeout_connect(CONNECT_TIMEOUT)
+            .timeout(Duration::from_secs(15));
+        let (builder, via) = with_proxy(builder, scheme, host)?;
+        let agent = builder.build();
         let url = format!("{scheme}://{host_only}{}", paths::discover_receiver(site));
+        let shown = match &via {
+            Some(p) => format!("{url} (through the proxy {p})"),
+            None => url.clone(),
+        };
         match agent.get(&url).call() {
             Ok(r) => {
                 let text = r.into_string().unwrap_or_default();
@@ -365,11 +384,11 @@ pub fn discover_port(host: &str, site: &str) -> Result<u16, Error> {
                     return Ok(p);
                 }
                 errors.push(format!(
-                    "{url}: unexpected answer {:?}",
+                    "{shown}: unexpected answer {:?}",
                     text.chars().take(40).collect::<String>()
                 ));
             }
-            Err(e) => errors.push(format!("{url}: {e}")),
+            Err(e) => errors.push(format!("{shown}: {e}")),
         }
     }
     Err(Error::new(

@@ -6,13 +6,29 @@ use std::path::{Path, PathBuf};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use super::proxy::ProxySetting;
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
+    /// How calls to receivers are made: `direct` (default), `auto` (HTTPS_PROXY / NO_PROXY)
+    /// or `http://[USER:PASSWORD@]HOST:PORT`. `--proxy` overrides it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<String>,
+    /// `text` (default) or `json` log lines on stderr. `--log-format` overrides it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<LogFormat>,
     pub pull: PullConfig,
     pub push: PushConfig,
     pub renew: RenewConfig,
     pub agent: AgentConfig,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -151,6 +167,7 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), String> {
         self.allowed_nets()?;
+        self.proxy_setting()?;
         if self.pull.max_connections_per_ip == 0 || self.pull.phase_timeout_secs == 0 {
             return Err(
                 "pull.max_connections_per_ip and pull.phase_timeout_secs must be positive".into(),
@@ -164,6 +181,14 @@ impl Config {
             return Err("push.interval_secs must be positive".into());
         }
         Ok(())
+    }
+
+    /// The `proxy` key; direct when absent.
+    pub fn proxy_setting(&self) -> Result<ProxySetting, String> {
+        match &self.proxy {
+            None => Ok(ProxySetting::Direct),
+            Some(p) => ProxySetting::parse(p).map_err(|e| format!("proxy: {e}")),
+        }
     }
 
     pub fn allowed_nets(&self) -> Result<Vec<IpNet>, String> {

@@ -12,6 +12,7 @@ use tokio::sync::watch;
 
 use super::agent_source::{self, Source};
 use super::config::Config;
+use super::proxy::{self, ProxySetting};
 use super::pull_server::{self, Shared};
 use super::state::{self, Store};
 use super::{push, renew};
@@ -117,6 +118,8 @@ pub struct Options {
     pub ready_file: Option<PathBuf>,
     /// Where `enroll.toml` / `enroll.d/` are looked for (default: `enroll::default_dir()`).
     pub enroll_dir: Option<PathBuf>,
+    /// `--proxy`: wins over `proxy` in tether.toml, also after a reload.
+    pub proxy_override: Option<ProxySetting>,
 }
 
 pub fn run(opts: Options) -> Result<()> {
@@ -137,6 +140,16 @@ fn load_config(path: Option<&Path>, home: &Path, listen_override: &[SocketAddr])
     Ok(cfg)
 }
 
+/// Push, renewal and enrollment use the proxy the configuration names (validated on load).
+fn apply_proxy(cfg: &Config, flag: Option<&ProxySetting>) {
+    let p = match flag {
+        Some(p) => p.clone(),
+        None => cfg.proxy_setting().unwrap_or_default(),
+    };
+    tracing::debug!("calls to receivers: {}", p.describe());
+    proxy::set_default(p);
+}
+
 async fn run_async(opts: Options) -> Result<()> {
     let Options {
         role,
@@ -145,8 +158,10 @@ async fn run_async(opts: Options) -> Result<()> {
         listen_override,
         ready_file,
         enroll_dir,
+        proxy_override,
     } = opts;
     let cfg = load_config(config_path.as_deref(), &store.home, &listen_override)?;
+    apply_proxy(&cfg, proxy_override.as_ref());
     let reg = store.load().map_err(super::register::state_err)?;
     let health = Arc::new(HealthRecorder::new(store.home.clone()));
     let shared = Arc::new(
@@ -214,6 +229,7 @@ async fn run_async(opts: Options) -> Result<()> {
                 let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
                 match load_config(config_path.as_deref(), &store.home, &listen_override) {
                     Ok(new) => {
+                        apply_proxy(&new, proxy_override.as_ref());
                         if new.pull.listen != shared.config.read().map(|c| c.pull.listen.clone()).unwrap_or_default() {
                             tracing::warn!("pull.listen changed: takes effect after a restart");
                         }

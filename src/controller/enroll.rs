@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::client::Target;
 use super::keys::KeyType;
+use super::proxy::{self, ProxySetting};
 use super::register::{
     self, state_err, Credentials, NewOutcome, RegisterNewOptions, RegisterOptions, TrustChoice,
     LOCK_WAIT,
@@ -52,6 +53,10 @@ pub struct EnrollFile {
     pub token_file: Option<PathBuf>,
     #[serde(default)]
     pub key_type: Option<String>,
+    /// How this file's registration reaches the receiver: `direct`, `auto` or an
+    /// `http://HOST:PORT` proxy (default: as `proxy` in tether.toml / `--proxy`).
+    #[serde(default)]
+    pub proxy: Option<String>,
     /// Delete the token or password file once enrolled (default true).
     #[serde(default = "yes")]
     pub remove_credential: bool,
@@ -224,6 +229,13 @@ impl EnrollFile {
         }
     }
 
+    fn proxy(&self) -> Result<Option<ProxySetting>> {
+        self.proxy
+            .as_deref()
+            .map(|p| ProxySetting::parse(p).map_err(|e| Error::usage(format!("proxy: {e}"))))
+            .transpose()
+    }
+
     fn credential_file(&self) -> Option<&Path> {
         self.token_file.as_deref().or(self.password_file.as_deref())
     }
@@ -347,7 +359,21 @@ fn run_file(
     }
     let trust = TrustChoice::Given(f.trust()?);
     let key_type = f.key_type()?;
+    let proxy = f.proxy()?;
     let creds = f.credentials()?;
+    proxy::scoped(proxy, || {
+        register_file(store, &f, trust, key_type, creds, wait)
+    })
+}
+
+fn register_file(
+    store: &Store,
+    f: &EnrollFile,
+    trust: TrustChoice,
+    key_type: KeyType,
+    creds: Credentials,
+    wait: Option<Duration>,
+) -> Result<(Option<Connection>, bool)> {
     let target = Target::resolve(&f.server, &f.site)?;
     match f.mode {
         Mode::Existing => {

@@ -81,6 +81,14 @@ pub fn delete(store: &Store, selector: Option<&str>, local_only: bool) -> Result
         .map(|p| p.uuid.clone())
         .collect();
     if victims.is_empty() && pending_victims.is_empty() {
+        // A selector that matches nothing is an error, so a typo does not pass for success;
+        // deleting everything from an empty registry stays a no-op.
+        if let Some(s) = selector {
+            return Err(
+                Error::new(ErrorCode::NotFound, format!("no connection matches {s:?}"))
+                    .hint("tether status lists the connections (UUID, host name, SERVER/SITE)"),
+            );
+        }
         return Ok(Vec::new());
     }
     let mut out = Vec::new();

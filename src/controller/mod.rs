@@ -9,6 +9,7 @@ pub mod enroll;
 pub mod keys;
 pub mod lifecycle;
 pub mod probe;
+pub mod proxy;
 pub mod pull_server;
 pub mod push;
 pub mod refusals;

@@ -313,28 +313,9 @@ impl Shared {
     }
 }
 
-/// Binds `addr`; `[::]` is made dual-stack explicitly, falling back to IPv4 where the
-/// host has no IPv6.
+/// Binds `addr` (`[::]` dual-stack, see `wire::listen`).
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    use socket2::{Domain, Socket, Type};
-    let make = |addr: SocketAddr| -> std::io::Result<TcpListener> {
-        let sock = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-        if addr.is_ipv6() {
-            sock.set_only_v6(false)?;
-        }
-        sock.set_reuse_address(true)?;
-        sock.bind(&addr.into())?;
-        sock.listen(1024)?;
-        sock.set_nonblocking(true)?;
-        TcpListener::from_std(sock.into())
-    };
-    match make(addr) {
-        Err(e) if addr.ip() == IpAddr::from([0u16; 8]) => {
-            tracing::warn!("dual-stack bind on {addr} failed ({e}); listening on IPv4 only");
-            make(SocketAddr::from(([0, 0, 0, 0], addr.port())))
-        }
-        r => r,
-    }
+    TcpListener::from_std(crate::wire::listen::bind(addr)?)
 }
 
 pub async fn serve(

@@ -204,7 +204,17 @@ impl SiteKeys {
 }
 
 pub fn server_fingerprint(dir: &Path) -> Result<String, CaError> {
-    let pem = read(&ca_dir(dir).join(SERVER_CERT))?;
+    file_fingerprint(&ca_dir(dir).join(SERVER_CERT))
+}
+
+/// The site CA's fingerprint: what agents store after registering, and a pin that stays
+/// valid when the server certificate is replaced.
+pub fn site_ca_fingerprint(dir: &Path) -> Result<String, CaError> {
+    file_fingerprint(&ca_dir(dir).join(SITE_CA_CERT))
+}
+
+fn file_fingerprint(path: &Path) -> Result<String, CaError> {
+    let pem = read(path)?;
     let der = certs::cert_from_pem(&pem).map_err(|e| CaError::Cert(e.to_string()))?;
     Ok(certs::fingerprint_of(&der))
 }

@@ -4,6 +4,7 @@ pub mod api;
 pub mod certs;
 pub mod compression;
 pub mod error;
+pub mod listen;
 pub mod multipart;
 pub mod paths;
 pub mod pull;

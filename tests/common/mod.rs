@@ -69,6 +69,12 @@ impl TestReceiver {
         self.spawn_server_on(&listen);
     }
 
+    /// Starts the stopped server again, listening on `listen` (e.g. `[::]:0`).
+    pub fn restart_on(&mut self, listen: &str) {
+        assert!(self.child.is_none(), "stop it first");
+        self.spawn_server_on(listen);
+    }
+
     fn spawn_server(&mut self) {
         self.spawn_server_on("127.0.0.1:0");
     }

@@ -161,3 +161,42 @@ class Receiver(object):
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+class ConnectProxy(object):
+    """The CONNECT-only test proxy of tests/support/connect_proxy.py on 127.0.0.1; records
+    every tunnel's target."""
+
+    SCRIPT = REPO / "tests" / "support" / "connect_proxy.py"
+
+    def __init__(self, base):
+        self.base = base
+        self.log = base / "proxy-connects.log"
+        self.ready = base / "proxy.ready"
+        self.proc = None
+        self.port = None
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            [sys.executable, str(self.SCRIPT), "--log", str(self.log), "--ready-file", str(self.ready),
+             "--max-seconds", "600"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True,
+        )
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            if self.ready.exists() and self.ready.read_text().strip():
+                self.port = int(self.ready.read_text().strip())
+                return self
+            time.sleep(0.05)
+        raise AssertionError("the test proxy did not start")
+
+    def url(self, credentials=None):
+        return "http://%s127.0.0.1:%d" % (credentials + "@" if credentials else "", self.port)
+
+    def connects(self):
+        return self.log.read_text().splitlines() if self.log.exists() else []
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)

@@ -11,6 +11,7 @@ import pytest
 
 from integration_helpers import (
     COLLECTION,
+    ConnectProxy,
     COLLECTIONS,
     HERE,
     RECEIVER_BIN,
@@ -319,6 +320,35 @@ def test_conflict_force_and_absent(receiver, argv_wrapper, tmp_path):
     assert stats["localhost"]["changed"] == 1, out
     assert [c[1] for c in connections(home)] == ["web06"]
     assert_no_password(out, argv_log)
+
+
+def test_registration_through_a_proxy(receiver, argv_wrapper, tmp_path):
+    """The proxy option: every call to the site goes through it (CONNECT recorded by a real
+    proxy); its credentials reach tether in the environment, never in argv or output."""
+    wrapper, argv_log = argv_wrapper
+    receiver.cli("host", "add", "ansiblepx01", "--dir", receiver.dir)
+    proxy = ConnectProxy(tmp_path).start()
+    secret = "Px-secret-7d1e"
+    try:
+        home = tmp_path / "agent"
+        base = {"server": receiver.address, "site": SITE, "user": REG_USER, "password": REG_PASSWORD,
+                "fingerprint": receiver.fingerprint, "tether_bin": str(wrapper), "tether_home": str(home),
+                "host_name": "ansiblepx01", "proxy": proxy.url("pxuser:" + secret)}
+        args = ["-i", "localhost,", "-c", "local", HERE / "playbooks" / "register_one.yml", "-v"]
+        rc, out, stats = playbook(tmp_path, args + ["-e", json.dumps(base)])
+        assert stats["localhost"]["changed"] == 1, out
+        assert receiver.address in proxy.connects(), proxy.connects()
+        tunnels = len(proxy.connects())
+        # Again: unchanged, and the site was asked through the proxy.
+        rc, out2, stats = playbook(tmp_path, args + ["-e", json.dumps(base)])
+        assert stats["localhost"]["changed"] == 0, out2
+        assert len(proxy.connects()) > tunnels
+        rc, out3, stats = playbook(tmp_path, args + ["-e", json.dumps(dict(base, state="absent"))])
+        assert stats["localhost"]["changed"] == 1 and connections(home) == [], out3
+        for text in (out, out2, out3, argv_log.read_text()):
+            assert secret not in text
+    finally:
+        proxy.stop()
 
 
 def test_reregisters_when_the_site_revoked_it(receiver, argv_wrapper, tmp_path):

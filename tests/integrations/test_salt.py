@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from integration_helpers import REG_PASSWORD, REG_USER, SALT_DIR, SITE, TETHER_BIN, WRONG_FINGERPRINT, parse_json, run, tool
+from integration_helpers import ConnectProxy, REG_PASSWORD, REG_USER, SALT_DIR, SITE, TETHER_BIN, WRONG_FINGERPRINT, parse_json, run, tool
 
 MINION_ID = "salt01"
 
@@ -154,3 +154,41 @@ def test_salt_wrong_fingerprint(pillar, tmp_path):
     rc, doc, out = salt_call(conf, "state.apply", "tether", "test=True")
     st = only_state(doc)
     assert st["result"] is False and "failed [trust]" in st["comment"], st
+
+
+def test_salt_through_a_proxy_from_pillar(pillar, receiver, argv_wrapper, tmp_path):
+    """``tether:proxy`` in pillar: every call goes through the proxy (recorded by a real
+    CONNECT proxy), its credentials only in tether's environment."""
+    wrapper, argv_log = argv_wrapper
+    receiver.cli("host", "add", "saltpx01", "--dir", receiver.dir)
+    proxy = ConnectProxy(tmp_path).start()
+    secret = "Px-secret-5b2a"
+    try:
+        home = Path(pillar["tether_home"])
+        conf = minion(tmp_path, dict(pillar, host_name="saltpx01", proxy=proxy.url("pxuser:" + secret)))
+        rc, doc, out = salt_call(conf, "state.apply", "tether", check=True)
+        st = only_state(doc)
+        assert st["result"] is True and st["changes"], st
+        assert receiver.address in proxy.connects(), proxy.connects()
+        tunnels = len(proxy.connects())
+        rc, doc, out2 = salt_call(conf, "state.apply", "tether", check=True)
+        assert only_state(doc)["changes"] == {}, doc
+        assert len(proxy.connects()) > tunnels
+        rc, doc, out3 = salt_call(conf, "state.apply", "tether-absent", check=True)
+        assert only_state(doc)["changes"]["deleted"], doc
+        assert connections(home) == []
+        for text in (out, out2, out3, argv_log.read_text()):
+            assert secret not in text
+    finally:
+        proxy.stop()
+
+
+def test_salt_delete_of_nothing(pillar, tmp_path):
+    """tether delete fails with [not_found] when nothing matches; missing_ok makes it a no-op
+    (what tether.absent uses)."""
+    conf = minion(tmp_path, pillar)
+    common = ["tether_bin=" + pillar["tether_bin"], "tether_home=" + pillar["tether_home"]]
+    rc, doc, out = salt_call(conf, "tether.delete", "nosuch", *common)
+    assert rc != 0 and "[not_found]" in out, out
+    rc, doc, out = salt_call(conf, "tether.delete", "nosuch", "missing_ok=True", *common, check=True)
+    assert doc == {"ok": True, "changed": False, "deleted": []}, doc

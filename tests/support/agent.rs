@@ -14,6 +14,18 @@ pub fn tether_bin() -> &'static str {
     env!("CARGO_BIN_EXE_tether")
 }
 
+pub const PROXY_VARS: &[&str] = &[
+    "TETHER_PROXY",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "NO_PROXY",
+    "no_proxy",
+];
+
 pub struct Run {
     pub code: i32,
     pub stdout: String,
@@ -84,6 +96,10 @@ impl Agent {
             .env_remove("TETHER_PASSWORD")
             .env_remove("TETHER_TOKEN")
             .env_remove("TETHER_CONFIG");
+        // The machine's proxy settings must not leak into tests; proxy tests set their own.
+        for v in PROXY_VARS {
+            c.env_remove(v);
+        }
         c
     }
 

@@ -135,7 +135,7 @@ impl TrustArgs {
             return Ok(TrustChoice::Given(TrustMode::Roots(roots)));
         }
         if self.trust_cert {
-            eprintln!("warning: --trust-cert accepts any server certificate; pin it with --trust-fingerprint instead");
+            tracing::warn!("--trust-cert accepts any server certificate; pin it with --trust-fingerprint instead");
             return Ok(TrustChoice::Given(TrustMode::Insecure));
         }
         Ok(TrustChoice::Unspecified)
@@ -145,8 +145,19 @@ impl TrustArgs {
     }
 }
 
-pub fn parse_key_type(s: &str) -> Result<KeyType, String> {
-    KeyType::parse(s).ok_or_else(|| format!("unknown key type {s:?} (use ec, rsa2048 or rsa4096)"))
+/// `--key-type`: the values show in --help; older spellings (ecdsa, p256, rsa) still parse.
+pub fn key_type_parser() -> impl clap::builder::TypedValueParser<Value = KeyType> {
+    use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+    PossibleValuesParser::new([
+        PossibleValue::new("ec")
+            .aliases(["ecdsa", "p256", "ec-p256"])
+            .help("ECDSA P-256"),
+        PossibleValue::new("rsa2048").help("RSA, 2048 bits"),
+        PossibleValue::new("rsa4096")
+            .alias("rsa")
+            .help("RSA, 4096 bits"),
+    ])
+    .map(|s| KeyType::parse(&s).unwrap_or_default())
 }
 
 pub fn parse_label(s: &str) -> Result<(String, String), String> {

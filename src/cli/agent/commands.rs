@@ -10,6 +10,7 @@ use crate::cli::output::{finish, print_json, report_error};
 use crate::controller::agent_source::{self, Source};
 use crate::controller::bundle::{self, Bundle};
 use crate::controller::config::Config;
+use crate::controller::proxy::{self, ProxySetting};
 use crate::controller::register::{
     self, state_err, Action, NewOutcome, RegisterNewOptions, RegisterOptions, LOCK_WAIT,
 };
@@ -46,6 +47,25 @@ pub fn usage_error(json: bool, e: clap::Error) -> i32 {
 pub fn run(cli: Cli) -> i32 {
     let json = cli.json;
     let store = Store::from_env();
+    let contacts_receivers = !matches!(
+        cli.command,
+        Command::Import(_)
+            | Command::Dump
+            | Command::Pull(_)
+            | Command::Keys { .. }
+            | Command::Schemas { .. }
+    );
+    // The daemon re-reads tether.toml on SIGHUP, so it only takes the flag from here.
+    let proxy_flag = match cli.proxy.as_deref().map(proxy_flag).transpose() {
+        Ok(p) => p,
+        Err(e) => return finish::<DeleteOutput>(json, Err(e)),
+    };
+    if contacts_receivers && !matches!(cli.command, Command::Daemon(_)) {
+        match proxy_setting(proxy_flag.clone(), cli.config_path(), &store) {
+            Ok(p) => proxy::set_default(p),
+            Err(e) => return finish::<DeleteOutput>(json, Err(e)),
+        }
+    }
     match cli.command {
         Command::Register(a) => finish(json, cmd_register(&store, a)),
         Command::RegisterNew(a) => finish(json, cmd_register_new(&store, a)),
@@ -67,8 +87,8 @@ pub fn run(cli: Cli) -> i32 {
         Command::RenewCertificate(a) => finish(json, cmd_renew(&store, a.connection.as_deref())),
         Command::Dump => finish(json, cmd_dump(&store)),
         Command::Push(a) => finish(json, cmd_push(&store, &a)),
-        Command::Daemon(a) => daemon_exit(json, daemon::Role::All, &store, a),
-        Command::Pull(a) => daemon_exit(json, daemon::Role::PullOnly, &store, a),
+        Command::Daemon(a) => daemon_exit(json, daemon::Role::All, &store, a, proxy_flag),
+        Command::Pull(a) => daemon_exit(json, daemon::Role::PullOnly, &store, a, None),
         Command::Keys {
             action: super::KeysAction::Refill { key_type },
         } => match crate::controller::keys::refill_spare(&store.home, key_type) {
@@ -91,7 +111,42 @@ pub fn run(cli: Cli) -> i32 {
     }
 }
 
-fn daemon_exit(json: bool, role: daemon::Role, store: &Store, a: DaemonArgs) -> i32 {
+/// `--proxy` (or TETHER_PROXY). Credentials in it must not come from the command line,
+/// where every user of the machine can read them.
+fn proxy_flag(value: &str) -> Result<ProxySetting> {
+    let p = ProxySetting::parse(value).map_err(|e| Error::usage(format!("--proxy: {e}")))?;
+    let from_env = std::env::var("TETHER_PROXY").ok().as_deref() == Some(value);
+    if p.has_credentials() && !from_env {
+        return Err(Error::usage(format!(
+            "--proxy {}: proxy credentials do not belong on the command line",
+            p.describe()
+        ))
+        .hint("set the URL in TETHER_PROXY, in proxy in tether.toml (mode 0600), or in HTTPS_PROXY with --proxy auto"));
+    }
+    Ok(p)
+}
+
+/// The proxy for calls to receivers: --proxy, else `proxy` in tether.toml, else direct.
+fn proxy_setting(
+    flag: Option<ProxySetting>,
+    config: Option<&std::path::Path>,
+    store: &Store,
+) -> Result<ProxySetting> {
+    if let Some(p) = flag {
+        return Ok(p);
+    }
+    let (cfg, _) = Config::load_or_default(config, &store.home)
+        .map_err(|e| Error::usage(format!("configuration: {e}")))?;
+    cfg.proxy_setting().map_err(Error::usage)
+}
+
+fn daemon_exit(
+    json: bool,
+    role: daemon::Role,
+    store: &Store,
+    a: DaemonArgs,
+    proxy_override: Option<ProxySetting>,
+) -> i32 {
     let opts = daemon::Options {
         role,
         store: store.clone(),
@@ -99,6 +154,7 @@ fn daemon_exit(json: bool, role: daemon::Role, store: &Store, a: DaemonArgs) -> 
         listen_override: a.listen,
         ready_file: a.ready_file,
         enroll_dir: a.enroll_dir,
+        proxy_override,
     };
     match daemon::run(opts) {
         Ok(()) => 0,
@@ -284,6 +340,7 @@ fn cmd_probe(a: super::ProbeArgs) -> Result<ProbeOutput> {
         server: state::format_server(&target.host, target.port),
         site: target.site,
         trust: p.trust.to_string(),
+        presented_certificates: crate::error::label_chain(&p.server_fingerprints),
         server_fingerprints: p.server_fingerprints,
     })
 }

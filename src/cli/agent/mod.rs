@@ -10,8 +10,10 @@ use clap::{Parser, Subcommand};
 use schemars::schema_for;
 
 pub use args::split_host_port;
-use args::{parse_key_type, parse_label, SecretArgs, ServerArgs, TrustArgs};
+use args::{key_type_parser, parse_label, SecretArgs, ServerArgs, TrustArgs};
 
+use crate::cli::output::LogFormat;
+use crate::controller::config::{Config, LogFormat as ConfigLogFormat};
 use crate::controller::keys::KeyType;
 
 #[derive(Debug, Parser)]
@@ -28,8 +30,51 @@ pub struct Cli {
     /// More logging on stderr (-v info, -vv debug).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
+    /// Log format on stderr: text (colour only on a terminal; no timestamps when stderr is
+    /// the systemd journal) or json (one object per line, for log shippers) [default:
+    /// log_format in tether.toml, else text]
+    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// How calls to receivers are made: direct, auto (HTTPS_PROXY, except hosts in
+    /// NO_PROXY), or through http://HOST:PORT (credentials only via TETHER_PROXY or
+    /// tether.toml) [default: proxy in tether.toml, else direct]
+    #[arg(
+        long,
+        global = true,
+        env = "TETHER_PROXY",
+        hide_env_values = true,
+        value_name = "auto|direct|URL"
+    )]
+    pub proxy: Option<String>,
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// The `--config` of the subcommand, if it takes one.
+    fn config_path(&self) -> Option<&std::path::Path> {
+        match &self.command {
+            Command::Status(a) => a.config.as_deref(),
+            Command::Daemon(a) | Command::Pull(a) | Command::Push(a) => a.config.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// --log-format, else `log_format` in tether.toml, else text. A configuration that does
+    /// not load is reported by the command that needs it, not here.
+    fn log_format(&self) -> LogFormat {
+        if let Some(f) = self.log_format {
+            return f;
+        }
+        let home = crate::controller::state::Store::from_env().home;
+        match Config::load_or_default(self.config_path(), &home) {
+            Ok((cfg, _)) => match cfg.log_format {
+                Some(ConfigLogFormat::Json) => LogFormat::Json,
+                Some(ConfigLogFormat::Text) | None => LogFormat::Text,
+            },
+            Err(_) => LogFormat::Text,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -49,7 +94,8 @@ pub enum Command {
     /// Local and remote state of every connection, and the agent source's health.
     Status(StatusArgs),
     /// Delete connections matching a UUID, host name or SERVER/SITE, ending their
-    /// registrations on the sites too (a Checkmk site: local delete and a warning).
+    /// registrations on the sites too (a Checkmk site: local delete and a warning); none
+    /// matching is an error (not_found, exit 14).
     Delete(DeleteArgs),
     /// Delete all connections (and end their registrations on the sites).
     DeleteAll {
@@ -84,7 +130,7 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum KeysAction {
     Refill {
-        #[arg(long, value_parser = parse_key_type, default_value = "rsa4096")]
+        #[arg(long, value_parser = key_type_parser(), ignore_case = true, default_value = "rsa4096")]
         key_type: KeyType,
     },
 }
@@ -101,7 +147,7 @@ pub struct RegisterArgs {
     #[command(flatten)]
     pub trust: TrustArgs,
     /// Key type of the agent certificate.
-    #[arg(long, value_parser = parse_key_type, default_value = "ec")]
+    #[arg(long, value_parser = key_type_parser(), ignore_case = true, default_value = "ec")]
     pub key_type: KeyType,
     /// Replace an existing registration with this site under another host name.
     #[arg(long)]
@@ -130,7 +176,8 @@ pub struct RegisterNewArgs {
     /// Agent labels the site's rules match on (repeatable), e.g. cmk/hostname:web01.
     #[arg(long = "agent-labels", value_name = "KEY:VALUE", value_parser = parse_label, num_args = 1..)]
     pub agent_labels: Vec<(String, String)>,
-    #[arg(long, value_parser = parse_key_type, default_value = "ec")]
+    /// Key type of the agent certificate.
+    #[arg(long, value_parser = key_type_parser(), ignore_case = true, default_value = "ec")]
     pub key_type: KeyType,
     /// Seconds to wait for the site's decision.
     #[arg(long, default_value_t = 300)]
@@ -165,7 +212,8 @@ pub struct ProxyRegisterArgs {
     pub secrets: SecretArgs,
     #[command(flatten)]
     pub trust: TrustArgs,
-    #[arg(long, value_parser = parse_key_type, default_value = "ec")]
+    /// Key type of the agent certificate.
+    #[arg(long, value_parser = key_type_parser(), ignore_case = true, default_value = "ec")]
     pub key_type: KeyType,
     /// Write the bundle to FILE (created 0600) instead of stdout.
     #[arg(short, long, value_name = "FILE")]
@@ -242,7 +290,7 @@ pub fn main() -> i32 {
             return commands::usage_error(json, e);
         }
     };
-    crate::cli::output::init_logging(cli.verbose);
+    crate::cli::output::init_logging(cli.verbose, cli.log_format());
     crate::wire::tls::install_default_provider();
     commands::run(cli)
 }

@@ -4,6 +4,7 @@ use serde::Serialize;
 
 use crate::cli::output::Render;
 use crate::controller::state::{Connection, Pending};
+use crate::error::PresentedCertificate;
 use crate::wire::api::ConnectionMode;
 use crate::wire::certs;
 
@@ -437,17 +438,24 @@ pub struct ProbeOutput {
     pub trust: String,
     /// SHA-256 fingerprints of the chain the receiver presented, leaf first.
     pub server_fingerprints: Vec<String>,
+    /// The same chain, each certificate labelled (server certificate, site CA).
+    pub presented_certificates: Vec<PresentedCertificate>,
 }
 
 impl Render for ProbeOutput {
     fn text(&self) -> String {
-        format!(
-            "Receiver {} (site {}) is reachable and trusted ({}).\n  presented: {}",
-            self.server,
-            self.site,
-            self.trust,
-            self.server_fingerprints.join("\n             ")
-        )
+        let mut s = format!(
+            "Receiver {} (site {}) is reachable and trusted ({}).",
+            self.server, self.site, self.trust
+        );
+        for c in &self.presented_certificates {
+            s.push_str(&format!(
+                "\n  {:<19} {}",
+                format!("{}:", c.role.label()),
+                c.fingerprint
+            ));
+        }
+        s
     }
 }
 

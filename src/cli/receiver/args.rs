@@ -19,6 +19,10 @@ pub struct Cli {
     /// Receiver directory (keys and database).
     #[arg(long, global = true, env = "TETHER_RECEIVER_DIR")]
     pub dir: Option<PathBuf>,
+    /// Log format on stderr: text (colour only on a terminal; no timestamps when stderr is
+    /// the systemd journal) or json (one object per line, for log shippers).
+    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<crate::cli::output::LogFormat>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -27,7 +31,8 @@ pub struct Cli {
 pub enum Command {
     /// Create the site CA, agent-signing CA, server certificate and database (idempotent).
     Init(InitArgs),
-    /// Print the SHA-256 fingerprint of the server certificate (pin it on agents).
+    /// Print the SHA-256 fingerprints of the server certificate and the site CA; pin the site
+    /// CA's on agents (it stays valid when the server certificate is replaced).
     Fingerprint,
     /// Serve the agent-receiver API over HTTPS.
     Serve(ServeArgs),
@@ -86,8 +91,9 @@ pub struct InitArgs {
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Address to listen on; port 0 picks a free port (see --ready-file).
-    #[arg(long, default_value = "0.0.0.0:8000")]
+    /// Address to listen on; `[::]` takes IPv6 and IPv4 (dual-stack); port 0 picks a free
+    /// port (see --ready-file).
+    #[arg(long, default_value = "[::]:8000")]
     pub listen: String,
     /// Once listening, write the bound ip:port into this file (atomically).
     #[arg(long)]
@@ -187,7 +193,7 @@ pub enum RoleCmd {
     /// Add or replace a custom role.
     Add {
         name: String,
-        #[arg(long = "permission")]
+        #[arg(long = "permission", value_parser = clap::builder::PossibleValuesParser::new(crate::receiver::perms::ALL))]
         permissions: Vec<String>,
     },
     Del {
@@ -239,8 +245,8 @@ pub enum HostCmd {
         site: Option<String>,
         #[arg(long)]
         cluster: bool,
-        /// pull or push.
-        #[arg(long, default_value = "pull")]
+        /// How the site gets the host's data.
+        #[arg(long, default_value = "pull", value_parser = mode_parser())]
         mode: String,
         /// Address the fetcher connects to (default: the host name).
         #[arg(long)]
@@ -270,8 +276,8 @@ pub enum RuleCmd {
         /// Label naming the new host (with --create-in).
         #[arg(long)]
         hostname_label: Option<String>,
-        /// Connection mode of created hosts: pull or push.
-        #[arg(long)]
+        /// Connection mode of created hosts.
+        #[arg(long, value_parser = mode_parser())]
         mode: Option<String>,
         /// Decline with this reason.
         #[arg(long, conflicts_with = "hold")]
@@ -287,6 +293,15 @@ pub enum RuleCmd {
         name: String,
     },
     List,
+}
+
+/// Connection modes, listed in --help (the API's long names are accepted too).
+fn mode_parser() -> clap::builder::PossibleValuesParser {
+    use clap::builder::PossibleValue;
+    clap::builder::PossibleValuesParser::new([
+        PossibleValue::new("pull").alias("pull-agent"),
+        PossibleValue::new("push").alias("push-agent"),
+    ])
 }
 
 fn parse_label_kv(s: &str) -> Result<(String, String), String> {
@@ -347,7 +362,7 @@ pub enum PendingCmd {
         #[arg(long)]
         folder: Option<String>,
         /// Connection mode of a new host: pull (default) or push.
-        #[arg(long)]
+        #[arg(long, value_parser = mode_parser())]
         mode: Option<String>,
     },
     Decline {

@@ -125,11 +125,15 @@ pub fn main() -> i32 {
             return ErrorCode::Usage.exit_code();
         }
     };
-    crate::cli::output::init_logging(if matches!(cli.command, Command::Serve(_)) {
-        cli.verbose.max(1)
-    } else {
-        cli.verbose
-    });
+    crate::cli::output::init_logging(
+        if matches!(cli.command, Command::Serve(_)) {
+            cli.verbose.max(1)
+        } else {
+            cli.verbose
+        },
+        cli.log_format
+            .unwrap_or(crate::cli::output::LogFormat::Text),
+    );
     run(cli)
 }
 

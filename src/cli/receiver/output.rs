@@ -17,8 +17,11 @@ pub struct InitOut {
     pub ok: bool,
     pub site: String,
     pub dir: String,
-    /// SHA-256 of the server certificate: pin this on the agents.
+    /// SHA-256 of the server certificate (as `server_certificate_fingerprint`).
     pub fingerprint: String,
+    /// SHA-256 of the site CA: the pin that stays valid when the server certificate is
+    /// replaced (agents accept either).
+    pub site_ca_fingerprint: String,
     pub changed: bool,
     /// Files created by this run (empty when nothing was missing).
     pub created: Vec<String>,
@@ -26,7 +29,7 @@ pub struct InitOut {
 impl Render for InitOut {
     fn text(&self) -> String {
         format!(
-            "site {} in {} ({})\nserver certificate fingerprint: {}",
+            "site {} in {} ({})\n{}",
             self.site,
             self.dir,
             if self.changed {
@@ -34,20 +37,39 @@ impl Render for InitOut {
             } else {
                 "unchanged"
             },
-            self.fingerprint
+            fingerprint_text(&self.fingerprint, &self.site_ca_fingerprint)
         )
     }
 }
 
+/// What agents can pin with `--trust-fingerprint`; they accept any certificate of the chain.
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct FingerprintOut {
     pub ok: bool,
+    /// SHA-256 of the server certificate (kept for scripts; same as
+    /// `server_certificate_fingerprint`).
     pub fingerprint: String,
+    /// SHA-256 of the receiver's TLS server certificate.
+    pub server_certificate_fingerprint: String,
+    /// SHA-256 of the site CA: pin this one; it stays valid when the server certificate is
+    /// replaced.
+    pub site_ca_fingerprint: String,
 }
 impl Render for FingerprintOut {
     fn text(&self) -> String {
-        self.fingerprint.clone()
+        fingerprint_text(
+            &self.server_certificate_fingerprint,
+            &self.site_ca_fingerprint,
+        )
     }
+}
+
+fn fingerprint_text(server: &str, site_ca: &str) -> String {
+    format!(
+        "server certificate: {server}\nsite CA:            {site_ca}\n\
+         Pin the site CA on the agents (--trust-fingerprint): it stays valid when the server \
+         certificate is replaced. Either fingerprint is accepted."
+    )
 }
 
 #[derive(Debug, Serialize, JsonSchema)]

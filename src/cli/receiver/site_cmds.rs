@@ -54,18 +54,23 @@ pub(super) fn init(dir: &Path, a: InitArgs) -> Result<InitOut> {
         site: a.site,
         dir: dir.display().to_string(),
         fingerprint: ca::server_fingerprint(dir).map_err(|e| Error::local_state(e.to_string()))?,
+        site_ca_fingerprint: ca::site_ca_fingerprint(dir)
+            .map_err(|e| Error::local_state(e.to_string()))?,
         changed: !created.is_empty() || db_changed,
         created,
     })
 }
 
 pub(super) fn fingerprint(dir: &Path) -> Result<FingerprintOut> {
-    ca::server_fingerprint(dir)
-        .map(|fingerprint| FingerprintOut {
-            ok: true,
-            fingerprint,
-        })
-        .map_err(|e| Error::local_state(e.to_string()).hint("run tether-receiver init first"))
+    let err =
+        |e: ca::CaError| Error::local_state(e.to_string()).hint("run tether-receiver init first");
+    let server = ca::server_fingerprint(dir).map_err(err)?;
+    Ok(FingerprintOut {
+        ok: true,
+        fingerprint: server.clone(),
+        server_certificate_fingerprint: server,
+        site_ca_fingerprint: ca::site_ca_fingerprint(dir).map_err(err)?,
+    })
 }
 
 pub(super) fn serve(dir: &Path, a: ServeArgs) -> Result<ServeOut> {
@@ -79,9 +84,7 @@ pub(super) fn serve(dir: &Path, a: ServeArgs) -> Result<ServeOut> {
         .build()
         .map_err(|e| Error::internal(format!("cannot start runtime: {e}")))?;
     rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(&a.listen)
-            .await
-            .map_err(|e| Error::usage(format!("cannot listen on {}: {e}", a.listen)))?;
+        let listener = listen(&a.listen)?;
         let addr = listener
             .local_addr()
             .map_err(|e| Error::internal(e.to_string()))?;
@@ -120,6 +123,23 @@ pub(super) fn serve(dir: &Path, a: ServeArgs) -> Result<ServeOut> {
             listen: addr.to_string(),
         })
     })
+}
+
+/// `--listen` may name a host; every address it resolves to is tried in turn. `[::]`
+/// takes IPv4 too.
+fn listen(spec: &str) -> Result<tokio::net::TcpListener> {
+    use std::net::ToSocketAddrs;
+    let fail = |e: std::io::Error| Error::usage(format!("cannot listen on {spec}: {e}"));
+    let mut last = None;
+    for addr in spec.to_socket_addrs().map_err(fail)? {
+        match crate::wire::listen::bind(addr).and_then(tokio::net::TcpListener::from_std) {
+            Ok(l) => return Ok(l),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(fail(last.unwrap_or_else(|| {
+        std::io::Error::other("the address resolves to nothing")
+    })))
 }
 
 async fn shutdown_signal() {

@@ -45,6 +45,8 @@ DEFAULT_PORT = 8000
 AGENT_COMMON_ARGS = dict(
     tether_bin=dict(type='path'),
     tether_home=dict(type='path'),
+    # May carry USER:PASSWORD@.
+    proxy=dict(type='str', no_log=True),
 )
 
 
@@ -68,8 +70,12 @@ class TetherError(Exception):
             self.command, self.code, self.error.get('message') or 'no message')
         if self.error.get('http_status'):
             msg += ' (HTTP %s)' % self.error['http_status']
+        labelled = self.error.get('presented_certificates') or []
         fps = self.error.get('server_fingerprints') or []
-        if fps:
+        if labelled:
+            msg += '; the server presented: %s' % ', '.join(
+                '%s %s' % (c.get('role', '').replace('_', ' '), c.get('fingerprint')) for c in labelled)
+        elif fps:
             msg += '; the server presented: %s' % ', '.join(fps)
         if self.error.get('hint'):
             msg += '; hint: %s' % self.error['hint']
@@ -100,6 +106,10 @@ class TetherCLI(object):
         home = module.params.get(home_param) if home_param else None
         if home:
             self.env['TETHER_HOME'] = home
+        # In the environment, not in argv: a proxy URL may carry credentials.
+        proxy = module.params.get('proxy')
+        if proxy:
+            self.env['TETHER_PROXY'] = proxy
 
     def run(self, subcommand, args=None, stdin=None, env=None, allow_fail=False):
         """Runs ``BIN SUBCOMMAND --json ARGS``; returns the parsed success document.
