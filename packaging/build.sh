@@ -8,6 +8,7 @@
 #
 #   bash packaging/build.sh                       # release binaries, built once here
 #   PROFILE=dev bash packaging/build.sh           # package the debug binaries already built
+#   bash packaging/build.sh --tools               # only install the two cargo tools (CI)
 #
 # Optional: BIN_DIR (where the built binaries are; default target/<profile dir>), OUT,
 # REVISION (package revision/release, default 1), FAST=1 (lighter compression, for tests).
@@ -35,6 +36,9 @@ fi
 if ! cargo generate-rpm --version >/dev/null 2>&1; then
     echo "== installing cargo-generate-rpm $CARGO_GENERATE_RPM_VERSION" >&2
     cargo install --locked "cargo-generate-rpm@$CARGO_GENERATE_RPM_VERSION" >&2
+fi
+if [ "${1:-}" = --tools ]; then
+    exit 0
 fi
 
 case $PROFILE in

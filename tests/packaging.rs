@@ -105,7 +105,11 @@ fn packages() -> Option<&'static Packages> {
                 started.elapsed().as_secs_f64()
             );
             let files: Vec<PathBuf> = stdout.lines().map(PathBuf::from).collect();
-            assert_eq!(files.len(), 4, "build.sh prints the four packages: {stdout}");
+            assert_eq!(
+                files.len(),
+                4,
+                "build.sh prints the four packages: {stdout}"
+            );
             for f in &files {
                 let size = std::fs::metadata(f)
                     .unwrap_or_else(|e| panic!("{}: {e}", f.display()))
@@ -151,7 +155,10 @@ impl Root {
     fn dpkg_command(&self, program: &str) -> Command {
         let mut cmd = Command::new(program);
         cmd.arg(format!("--root={}", self.dir.path().display()))
-            .arg(format!("--admindir={}", self.path("var/lib/dpkg").display()))
+            .arg(format!(
+                "--admindir={}",
+                self.path("var/lib/dpkg").display()
+            ))
             // dpkg looks for ldconfig and start-stop-daemon on PATH.
             .env(
                 "PATH",
@@ -281,7 +288,11 @@ fn agent_deb_installs_upgrades_removes_and_purges_in_an_isolated_root() {
 
     // Files and modes.
     assert_eq!(mode(&root.path("usr/bin/tether")), 0o755);
-    assert_eq!(mode(&root.path("var/lib/tether")), 0o700, "state is root-only");
+    assert_eq!(
+        mode(&root.path("var/lib/tether")),
+        0o700,
+        "state is root-only"
+    );
     let unit = read(&root.path("usr/lib/systemd/system/tether.service"));
     assert_eq!(
         unit,
@@ -353,9 +364,7 @@ fn agent_deb_installs_upgrades_removes_and_purges_in_an_isolated_root() {
     // Remove: the program goes, state and configuration stay.
     root.dpkg(&[OsStr::new("--remove"), OsStr::new("tether")]);
     assert!(!root.path("usr/bin/tether").exists());
-    assert!(!root
-        .path("usr/lib/systemd/system/tether.service")
-        .exists());
+    assert!(!root.path("usr/lib/systemd/system/tether.service").exists());
     assert_eq!(read(&registry), state, "remove keeps the registry");
     assert_eq!(read(&root.path("etc/tether/tether.toml")), edited);
     assert_eq!(
@@ -369,7 +378,10 @@ fn agent_deb_installs_upgrades_removes_and_purges_in_an_isolated_root() {
     assert!(!root.path("var/lib/tether").exists(), "purge removes state");
     assert!(!root.path("etc/tether/tether.toml").exists());
     assert!(!enroll_d.exists(), "purge removes the empty enroll.d");
-    assert!(wants.symlink_metadata().is_err(), "purge removes the enable link");
+    assert!(
+        wants.symlink_metadata().is_err(),
+        "purge removes the enable link"
+    );
     let etc = root.path("etc/tether");
     let mut left: Vec<String> = match std::fs::read_dir(&etc) {
         Ok(rd) => rd
@@ -390,7 +402,10 @@ fn receiver_deb_installs_and_purge_removes_the_site() {
     let deb = p.file(&format!("tether-receiver_{VERSION}-1_"), ".deb");
     let root = Root::new();
     root.install(deb);
-    assert_eq!(root.query("tether-receiver", "${Status}"), "install ok installed");
+    assert_eq!(
+        root.query("tether-receiver", "${Status}"),
+        "install ok installed"
+    );
 
     assert_eq!(mode(&root.path("usr/bin/tether-receiver")), 0o755);
     let state = root.path("var/lib/tether-receiver");
@@ -517,7 +532,11 @@ fn check_rpm(rpm: &Path, name: &str, files: &[(&str, &str, bool, bool)]) {
             "{name}: {heading} is not packaging/rpm/{name}/{file}\n{scripts}"
         );
     }
-    for absent in ["preinstall scriptlet", "pretrans scriptlet", "posttrans scriptlet"] {
+    for absent in [
+        "preinstall scriptlet",
+        "pretrans scriptlet",
+        "posttrans scriptlet",
+    ] {
         assert!(!scripts.contains(absent), "{name}: {absent}");
     }
 }
@@ -535,10 +554,20 @@ fn rpms_carry_their_files_modes_and_scriptlets() {
         "tether",
         &[
             ("/usr/bin/tether", "0100755", false, false),
-            ("/usr/lib/systemd/system/tether.service", "0100644", false, false),
+            (
+                "/usr/lib/systemd/system/tether.service",
+                "0100644",
+                false,
+                false,
+            ),
             ("/etc/tether/tether.toml", "0100644", true, false),
             ("/usr/share/doc/tether/README.md", "0100644", false, true),
-            ("/usr/share/doc/tether/examples/enroll.toml", "0100644", false, true),
+            (
+                "/usr/share/doc/tether/examples/enroll.toml",
+                "0100644",
+                false,
+                true,
+            ),
         ],
     );
     // %config(noreplace): an edited tether.toml survives upgrades.
@@ -573,11 +602,19 @@ fn rpms_carry_their_files_modes_and_scriptlets() {
                 false,
                 false,
             ),
-            ("/usr/share/doc/tether-receiver/README.md", "0100644", false, true),
+            (
+                "/usr/share/doc/tether-receiver/README.md",
+                "0100644",
+                false,
+                true,
+            ),
         ],
     );
     let scripts = rpm_query(receiver, &["--scripts"]);
-    assert!(scripts.contains("chmod 0700 /var/lib/tether-receiver"), "{scripts}");
+    assert!(
+        scripts.contains("chmod 0700 /var/lib/tether-receiver"),
+        "{scripts}"
+    );
     assert!(!scripts.contains("rm -"), "rpm scriptlets delete nothing");
 }
 
