@@ -11,7 +11,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
 use super::agent_source::{self, Source};
-use super::config::Config;
+use super::config::{Config, PushConfig};
 use super::proxy::{self, ProxySetting};
 use super::pull_server::{self, Shared};
 use super::state::{self, Store};
@@ -388,26 +388,35 @@ async fn push_loop(store: Store, shared: Arc<Shared>, mut stop: watch::Receiver<
                 }
             }
         }
-        let base = cfg.push.interval_secs as f64;
-        let wait = match &result {
+        match &result {
             Ok(()) => {
                 failures = 0;
                 shared.health.push_result(None);
-                base * (1.0 + rand::thread_rng().gen_range(0.0..=cfg.push.jitter.max(0.0)))
             }
             Err(e) => {
                 failures = failures.saturating_add(1);
                 tracing::warn!("push failed ({failures} in a row): {e}");
                 shared.health.push_result(Some(e.clone()));
-                let backoff = (base * 2f64.powi(failures.min(16) as i32 - 1))
-                    .min(cfg.push.max_backoff_secs as f64);
-                backoff * (1.0 + rand::thread_rng().gen_range(0.0..=0.1))
             }
-        };
-        if sleep_or_stop(Duration::from_secs_f64(wait.max(0.1)), &mut stop).await {
+        }
+        if sleep_or_stop(push_wait(&cfg.push, failures), &mut stop).await {
             return;
         }
     }
+}
+
+/// The wait before the next push: the interval plus jitter after a success, doubling backoff
+/// (capped, with a little jitter) after `failures` failures in a row.
+pub fn push_wait(push: &PushConfig, failures: u32) -> Duration {
+    let base = push.interval_secs as f64;
+    let wait = if failures == 0 {
+        base * (1.0 + rand::thread_rng().gen_range(0.0..=push.jitter.max(0.0)))
+    } else {
+        let backoff =
+            (base * 2f64.powi(failures.min(16) as i32 - 1)).min(push.max_backoff_secs as f64);
+        backoff * (1.0 + rand::thread_rng().gen_range(0.0..=0.1))
+    };
+    Duration::from_secs_f64(wait.max(0.1))
 }
 
 async fn renew_loop(store: Store, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {

@@ -158,15 +158,7 @@ pub fn system_host_name() -> Option<String> {
 pub fn parse_file(path: &Path) -> Result<EnrollFile> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Error::usage(format!("cannot read {}: {e}", path.display())))?;
-    let f: EnrollFile =
-        toml::from_str(&text).map_err(|e| Error::usage(format!("{}: {e}", path.display())))?;
-    if f.trust_fingerprint.is_some() == f.root_ca.is_some() {
-        return Err(Error::usage(format!(
-            "{}: give exactly one of trust_fingerprint, root_ca (the receiver is never trusted blindly)",
-            path.display()
-        )));
-    }
-    Ok(f)
+    EnrollFile::parse_str(&text).map_err(|e| Error::usage(format!("{}: {e}", path.display())))
 }
 
 fn read_secret(path: &Path, what: &str) -> Result<String> {
@@ -185,6 +177,15 @@ fn read_secret(path: &Path, what: &str) -> Result<String> {
 }
 
 impl EnrollFile {
+    /// Parses the text of a drop-in file and checks what needs no file system.
+    pub fn parse_str(text: &str) -> std::result::Result<EnrollFile, String> {
+        let f: EnrollFile = toml::from_str(text).map_err(|e| e.to_string())?;
+        if f.trust_fingerprint.is_some() == f.root_ca.is_some() {
+            return Err("give exactly one of trust_fingerprint, root_ca (the receiver is never trusted blindly)".into());
+        }
+        Ok(f)
+    }
+
     fn trust(&self) -> Result<TrustMode> {
         if let Some(fp) = &self.trust_fingerprint {
             return Ok(TrustMode::Fingerprint(certs::parse_fingerprint(fp)?));

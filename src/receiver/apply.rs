@@ -215,12 +215,15 @@ pub fn parse(path: &Path) -> Result<ApplyFile> {
     let is_json = path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("json"));
-    if is_json {
-        serde_json::from_str(&text)
-            .map_err(|e| Error::usage(format!("{}: invalid JSON: {e}", path.display())))
+    parse_str(&text, is_json).map_err(|e| Error::usage(format!("{}: {e}", path.display())))
+}
+
+/// Parses the text of an apply file: JSON when `json`, else YAML.
+pub fn parse_str(text: &str, json: bool) -> std::result::Result<ApplyFile, String> {
+    if json {
+        serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))
     } else {
-        serde_yaml_ng::from_str(&text)
-            .map_err(|e| Error::usage(format!("{}: invalid YAML: {e}", path.display())))
+        serde_yaml_ng::from_str(text).map_err(|e| format!("invalid YAML: {e}"))
     }
 }
 

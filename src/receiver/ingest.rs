@@ -2,8 +2,9 @@
 //! agent output per host that pushes and pulls share.
 use std::sync::Arc;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, Multipart, Path, Request, State};
+use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -74,6 +75,30 @@ async fn ingest(st: &Arc<AppState>, uuid: &str, req: Request) -> Result<(), ApiE
         }
     })?;
     let host = host.map_err(|m| ApiError::new(StatusCode::FORBIDDEN, m))?;
+    let (comp, payload) = push_payload(parts, bytes).await?;
+    let max = st.limits.max_output;
+    let data = tokio::task::spawn_blocking(move || compression::decompress(comp, &payload, max))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| match e {
+            WireError::TooLarge(n) => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("Decompressed agent data exceeds the limit of {n} bytes"),
+            ),
+            other => ApiError::new(StatusCode::BAD_REQUEST, {
+                tracing::info!("decompression of agent data failed: {other}");
+                "Decompression of agent data failed".to_string()
+            }),
+        })?;
+    st.db
+        .write(move |c| store_output(c, &host, "push", &data).map_err(ApiError::from))
+        .await??;
+    Ok(())
+}
+
+/// Reads an `agent_data` push from the outside: the compression its header names, and the
+/// (still compressed) content of the `monitoring_data` file part of its multipart body.
+pub async fn push_payload(parts: Parts, bytes: Bytes) -> Result<(Compression, Bytes), ApiError> {
     let comp = match parts
         .headers
         .get(COMPRESSION_HEADER)
@@ -132,22 +157,5 @@ async fn ingest(st: &Arc<AppState>, uuid: &str, req: Request) -> Result<(), ApiE
             format!("Multipart body has no file part {AGENT_DATA_FIELD}"),
         )
     })?;
-    let max = st.limits.max_output;
-    let data = tokio::task::spawn_blocking(move || compression::decompress(comp, &payload, max))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .map_err(|e| match e {
-            WireError::TooLarge(n) => ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("Decompressed agent data exceeds the limit of {n} bytes"),
-            ),
-            other => ApiError::new(StatusCode::BAD_REQUEST, {
-                tracing::info!("decompression of agent data failed: {other}");
-                "Decompression of agent data failed".to_string()
-            }),
-        })?;
-    st.db
-        .write(move |c| store_output(c, &host, "push", &data).map_err(ApiError::from))
-        .await??;
-    Ok(())
+    Ok((comp, payload))
 }
