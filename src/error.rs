@@ -1,10 +1,10 @@
 //! The library's error: a stable machine code, a message, and what the operator can do about it.
 //! The command-line layer maps codes to exit codes and renders errors (`cli::error`).
 use schemars::JsonSchema;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// `error.code` in JSON output. Stable: scripts and the Ansible/Salt modules match on it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// Bad command line or bad input value (exit 2).

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use rusqlite::{params, Connection, OptionalExtension};
 use schemars::JsonSchema;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::admin;
 use super::ca::{self, SiteKeys};
@@ -13,7 +13,7 @@ use super::store;
 use crate::error::{Error, ErrorCode, Result};
 
 /// A registration in the queue (or decided, with `--all`).
-#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct PendingInfo {
     pub uuid: String,
     /// The user (or `token:ID`) that asked.

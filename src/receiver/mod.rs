@@ -2,6 +2,7 @@
 //! keeps hosts, users and registrations in SQLite, and pulls agents like Checkmk's fetcher.
 //! Depends only on `wire`, never on the agent side.
 pub mod admin;
+pub mod admin_client;
 pub mod api;
 pub mod apply;
 pub mod approvals;
@@ -10,5 +11,6 @@ pub mod ca;
 pub mod fetch;
 pub mod ingest;
 pub mod perms;
+pub mod registrations;
 pub mod server;
 pub mod store;

@@ -9,6 +9,7 @@ pub mod multipart;
 pub mod paths;
 pub mod pull;
 pub mod tls;
+pub mod trust;
 pub mod validate;
 
 pub use error::WireError;

@@ -27,7 +27,7 @@ from integration_helpers import (
     tool,
 )
 
-MODULES = ["registration", "status", "receiver_apply"]
+MODULES = ["registration", "status", "receiver_apply", "pending"]
 ENROLL = COLLECTION / "playbooks" / "examples" / "enroll.yml"
 
 
@@ -480,6 +480,112 @@ def test_receiver_apply_site_play(argv_wrapper, tmp_path):
         rc, out, stats = playbook(tmp_path, ["-i", inv, "-e", extra, ENROLL])
         assert sum(s["changed"] for s in stats.values()) == 0, out
         assert_no_password(out, argv_log)
+    finally:
+        site.stop()
+
+
+def test_pending_module_decides_with_the_users_rights(tmp_path):
+    """tether.agent.pending through the admin API: an approver of folder /a lists only /a's held
+    agent, check mode changes nothing, approve and decline are idempotent, another folder's
+    entry is not found; the password never reaches argv or the output.
+
+    Runs on a site of its own, so that its rules and users cannot disturb the other tests.
+    """
+    require_binaries()
+    if not _receiver_has("pending") or "--server" not in run([RECEIVER_BIN, "pending", "--help"]).stdout:
+        pytest.skip("tether-receiver has no pending --server yet")
+    site = Receiver(tmp_path / "site")
+    site.init(users=False)
+
+    def admin(*args, **kw):
+        return site.cli(*(list(args) + ["--dir", site.dir]), **kw)
+
+    for team in ("a", "b"):
+        admin("group", "add", "g" + team)
+        admin("folder", "add", "/" + team, "--contact-group", "g" + team)
+        admin("rule", "add", "hold-" + team, "--match", "team=" + team, "--hold", "--create-in", "/" + team)
+    admin("user", "add", REG_USER, "--role", "agent_registration", "--password-stdin", input=REG_PASSWORD)
+    approver_pw = "Approver-pw-7d41e0"
+    admin("user", "add", "appa", "--role", "agent_approver", "--contact-group", "ga", "--password-stdin",
+          input=approver_pw)
+    site.serve()
+    try:
+        def held(team, host):
+            doc = parse_json(run([TETHER_BIN, "register-new", "--json", "--no-wait", "-s", site.address, "-i", SITE,
+                                  "-U", REG_USER, "--password-stdin", "--trust-fingerprint", site.fingerprint,
+                                  "--agent-labels", "team:" + team, "--agent-labels", "cmk/hostname:" + host],
+                                 input=REG_PASSWORD, env={"TETHER_HOME": str(tmp_path / ("agent-" + host))}).stdout)
+            assert doc["status"] == "pending", doc
+            return doc["uuid"]
+
+        ua1, ua2, ub = held("a", "pa1"), held("a", "pa2"), held("b", "pb1")
+        out = tmp_path / "result.json"
+        argv_log = tmp_path / "argv.jsonl"
+        # Records the receiver's argv, then runs it: the password must never be there.
+        wrapper = tmp_path / "tether-receiver"
+        wrapper.write_text(
+            "#!%s\nimport json, os, sys\nwith open(%r, 'a') as f:\n    f.write(json.dumps(sys.argv) + '\\n')\n"
+            "os.execv(%r, [%r] + sys.argv[1:])\n" % (sys.executable, str(argv_log), RECEIVER_BIN, RECEIVER_BIN))
+        wrapper.chmod(0o755)
+
+        def task(check=False, **kw):
+            if out.exists():
+                out.unlink()
+            extra = {"server": site.address, "site": SITE, "user": "appa", "password": approver_pw,
+                     "fingerprint": site.fingerprint, "receiver_bin": str(wrapper), "out": str(out)}
+            extra.update(kw)
+            extra = dict((k, v) for k, v in extra.items() if v is not None)
+            args = ["-i", "localhost,", "-c", "local", HERE / "playbooks" / "pending.yml", "-e", json.dumps(extra)]
+            if check:
+                args.append("--check")
+            rc, text, stats = playbook(tmp_path, args, check=False)
+            assert approver_pw not in text
+            return rc, text, (json.loads(out.read_text()) if out.exists() else None)
+
+        def pending_uuids():
+            doc = parse_json(admin("pending", "list", "--json").stdout)
+            return sorted(r["uuid"] for r in doc["registrations"])
+
+        rc, text, res = task()
+        assert rc == 0, text
+        assert res["changed"] is False
+        assert sorted(r["uuid"] for r in res["pending"]) == sorted([ua1, ua2]), res
+        assert all(r["folder"] == "/a" for r in res["pending"]), res
+
+        rc, text, res = task(check=True, action="approve", uuid=ua1)
+        assert rc == 0 and res["changed"] is True and res["registration"]["uuid"] == ua1, text
+        assert ua1 in pending_uuids(), "check mode changed nothing"
+
+        rc, text, res = task(action="approve", uuid=ua1)
+        assert rc == 0 and res["changed"] is True, text
+        assert ua1 not in pending_uuids()
+        hosts = parse_json(admin("host", "list", "--json").stdout)["hosts"]
+        assert [h["folder"] for h in hosts if h["name"] == "pa1"] == ["/a"], hosts
+        rc, text, res = task(action="approve", uuid=ua1)
+        assert rc == 0 and res["changed"] is False and res["found"] is False, text
+
+        # Password from a file; decline with a reason.
+        pwfile = tmp_path / "approver-password"
+        pwfile.write_text(approver_pw + "\n")
+        rc, text, res = task(action="decline", uuid=ua2, reason="not ours", password=None, password_file=str(pwfile))
+        assert rc == 0 and res["changed"] is True, text
+        declined = [r for r in parse_json(admin("pending", "list", "--all", "--json").stdout)["registrations"]
+                    if r["uuid"] == ua2]
+        assert declined[0]["status"] == "declined" and declined[0]["reason"] == "not ours", declined
+
+        # Another folder's entry: not visible, nothing to do, nothing changed.
+        rc, text, res = task(action="approve", uuid=ub)
+        assert rc == 0 and res["changed"] is False and res["found"] is False, text
+        assert ub in pending_uuids()
+
+        rc, text, res = task(password="wrong-password")
+        assert rc != 0 and "failed [auth_failed]" in text, text
+        rc, text, res = task(fingerprint=WRONG_FINGERPRINT)
+        assert rc != 0 and "failed [trust]" in text, text
+
+        argv = argv_log.read_text()
+        assert argv.count("--server") >= 6
+        assert approver_pw not in argv
     finally:
         site.stop()
 

@@ -58,9 +58,9 @@ pub enum Command {
     /// hosts (--register-new) that may ride in deployment packages.
     #[command(subcommand)]
     Token(TokenCmd),
-    /// New-host registrations awaiting a decision.
-    #[command(subcommand)]
-    Pending(PendingCmd),
+    /// New-host registrations awaiting a decision; with --server, through the admin API of a
+    /// remote site as one of its users (no --dir needed).
+    Pending(PendingArgs),
     /// Registrations (UUID ↔ host links).
     #[command(subcommand)]
     Registrations(RegistrationsCmd),
@@ -343,6 +343,41 @@ pub enum TokenCmd {
     List,
     /// Stop a token at once: by id or name.
     Revoke { token: String },
+}
+
+#[derive(Debug, Args)]
+pub struct PendingArgs {
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+    #[command(subcommand)]
+    pub cmd: PendingCmd,
+}
+
+/// Working on a site through its admin API instead of its directory.
+#[derive(Debug, Args)]
+pub struct RemoteArgs {
+    /// The site's URL, https://HOST[:PORT]/SITE (port: the receiver's, 8000 by default).
+    #[arg(long, global = true, value_name = "URL")]
+    pub server: Option<String>,
+    /// Site user (with --server).
+    #[arg(long, global = true, requires = "server")]
+    pub user: Option<String>,
+    /// File holding the user's password (else TETHER_PASSWORD); never on the command line.
+    #[arg(long, global = true, value_name = "FILE", requires = "server")]
+    pub password_file: Option<PathBuf>,
+    /// Trust the receiver whose certificate chain contains this SHA-256 fingerprint (see
+    /// `tether-receiver fingerprint` on the site).
+    #[arg(
+        long,
+        global = true,
+        value_name = "sha256:HEX",
+        requires = "server",
+        conflicts_with = "root_ca"
+    )]
+    pub trust_fingerprint: Option<String>,
+    /// Trust the receiver through this CA certificate (PEM, e.g. the site CA).
+    #[arg(long, global = true, value_name = "FILE", requires = "server")]
+    pub root_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -11,6 +11,7 @@ mod admin_cmds;
 mod data_cmds;
 mod db;
 mod registration_cmds;
+mod remote_cmds;
 mod site_cmds;
 
 use schemars::schema_for;
@@ -98,6 +99,18 @@ pub fn schemas() -> Vec<(String, schemars::Schema)> {
             schema_for!(crate::receiver::api::admin_api::DecisionBody),
         ),
         (
+            "admin-api.registrations.schema.json".into(),
+            schema_for!(crate::receiver::api::admin_api::RegistrationsBody),
+        ),
+        (
+            "admin-api.unregister.schema.json".into(),
+            schema_for!(crate::receiver::api::admin_api::UnregisterBody),
+        ),
+        (
+            "admin-api.audit.schema.json".into(),
+            schema_for!(crate::receiver::registrations::AuditPage),
+        ),
+        (
             "admin-api.error.schema.json".into(),
             schema_for!(crate::receiver::api::admin_api::AdminErrorBody),
         ),
@@ -143,6 +156,13 @@ fn emit<T: Render>(json: bool, r: Result<T>) -> i32 {
 
 pub fn run(cli: Cli) -> i32 {
     let json = cli.json;
+    // Remote commands work on another machine's site: no directory here.
+    let cli = match cli.command {
+        Command::Pending(a) if a.remote.server.is_some() => {
+            return remote_cmds::pending_remote(json, &a.remote, a.cmd)
+        }
+        command => Cli { command, ..cli },
+    };
     let dir = match &cli.dir {
         Some(d) => d.clone(),
         None => {
@@ -165,7 +185,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Host(c) => host_cmd(json, &dir, c),
         Command::Rule(c) => rule_cmd(json, &dir, c),
         Command::Token(c) => token_cmd(json, &dir, c),
-        Command::Pending(c) => pending_cmd(json, &dir, c),
+        Command::Pending(a) => pending_cmd(json, &dir, a.cmd),
         Command::Registrations(RegistrationsCmd::List { host }) => {
             emit(json, registrations(&dir, host))
         }

@@ -368,17 +368,7 @@ impl Render for PendingList {
     }
 }
 
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct RegistrationInfo {
-    pub uuid: String,
-    pub host: String,
-    pub connection_mode: String,
-    pub registered_at: i64,
-    pub registered_by: String,
-    /// live, revoked or expired.
-    pub state: String,
-    pub cert_not_after: Option<i64>,
-}
+pub use crate::receiver::registrations::RegistrationInfo;
 
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct RegistrationList {

@@ -7,7 +7,8 @@ use super::db::{change, read, tx};
 use super::emit;
 use super::output::*;
 use crate::cli::error::{Error, Result};
-use crate::receiver::{admin, approvals, ca, store};
+use crate::receiver::registrations::{self, Scope};
+use crate::receiver::{approvals, ca};
 
 pub(super) fn pending_cmd(json: bool, dir: &Path, c: PendingCmd) -> i32 {
     let admin = approvals::Decider {
@@ -48,55 +49,20 @@ pub(super) fn pending_cmd(json: bool, dir: &Path, c: PendingCmd) -> i32 {
 
 pub(super) fn registrations(dir: &Path, host: Option<String>) -> Result<RegistrationList> {
     read(dir, |c| {
-        let now = store::now();
-        let regs = match &host {
-            Some(h) => store::registrations_of_host(c, h)?,
-            None => store::list_registrations(c)?,
-        };
         Ok(RegistrationList {
             ok: true,
-            registrations: regs
-                .into_iter()
-                .map(|r| RegistrationInfo {
-                    state: if r.revoked_at.is_some() {
-                        "revoked".into()
-                    } else if r.live(now) {
-                        "live".into()
-                    } else {
-                        "expired".into()
-                    },
-                    uuid: r.uuid,
-                    host: r.host,
-                    connection_mode: r.connection_mode,
-                    registered_at: r.registered_at,
-                    registered_by: r.registered_by,
-                    cert_not_after: r.cert_not_after,
-                })
-                .collect(),
+            registrations: registrations::list(c, &Scope::Everything, host.as_deref())?,
         })
     })
 }
 
 pub(super) fn unregister(dir: &Path, host: String) -> Result<ChangeOut> {
+    let by = approvals::Decider {
+        actor: "admin".into(),
+        source: "cli".into(),
+    };
     tx(dir, |c| {
-        crate::wire::validate::validate_host_name(&host)?;
-        let revoked = admin::unregister(c, &host)?;
-        store::audit(
-            c,
-            &store::Audit {
-                actor: "admin".into(),
-                source: "cli".into(),
-                action: "unregister".into(),
-                host: Some(host.clone()),
-                outcome: if revoked.is_empty() {
-                    "unchanged".into()
-                } else {
-                    "revoked".into()
-                },
-                detail: revoked.join(","),
-                ..Default::default()
-            },
-        )?;
+        let revoked = registrations::unregister(c, &Scope::Everything, &host, &by)?;
         Ok(ChangeOut {
             ok: true,
             changed: !revoked.is_empty(),

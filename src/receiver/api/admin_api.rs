@@ -17,6 +17,7 @@ use super::{conn_info, parse_json, read_body, ApiError, AppState};
 use crate::error::ErrorCode;
 use crate::receiver::approvals::{self, ApproveOptions, Decider, PendingInfo};
 use crate::receiver::perms::{self, Principal};
+use crate::receiver::registrations::{self, RegistrationInfo, Scope};
 
 pub fn base(site: &str) -> String {
     format!("/{site}/tether-admin/v1")
@@ -267,4 +268,126 @@ pub(super) async fn decline(
     req: Request,
 ) -> Response {
     decide(st, uuid, req, false).await
+}
+
+/// `GET registrations`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct RegistrationsBody {
+    pub registrations: Vec<RegistrationInfo>,
+}
+
+/// `POST hosts/{name}/unregister`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct UnregisterBody {
+    pub host: String,
+    /// UUIDs whose registrations (and certificates) were revoked; empty if none was live.
+    pub revoked: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegistrationsQuery {
+    host: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    #[serde(default = "default_audit_limit")]
+    limit: i64,
+    before: Option<i64>,
+}
+
+fn default_audit_limit() -> i64 {
+    100
+}
+
+fn query<T: serde::de::DeserializeOwned>(req: &Request) -> Result<T, AdminError> {
+    axum::extract::Query::<T>::try_from_uri(req.uri())
+        .map(|q| q.0)
+        .map_err(|e| AdminError(StatusCode::BAD_REQUEST, ErrorCode::Usage, e.body_text()))
+}
+
+fn read_scoped<R: Send + 'static>(
+    st: &Arc<AppState>,
+    p: Principal,
+    f: impl FnOnce(&rusqlite::Connection, &Scope) -> rusqlite::Result<R>,
+) -> Result<R, AdminError> {
+    Ok(st.db.read(move |c| {
+        let scope = Scope::of(c, &p)?;
+        f(c, &scope)
+    })?)
+}
+
+pub(super) async fn list_registrations(State(st): State<Arc<AppState>>, req: Request) -> Response {
+    let ci = conn_info(&req);
+    let headers = req.headers().clone();
+    let q = query::<RegistrationsQuery>(&req);
+    let r = async {
+        let (p, _) = caller(&st, ci, &headers).await?;
+        let q = q?;
+        let regs = read_scoped(&st, p, move |c, s| {
+            registrations::list(c, s, q.host.as_deref())
+        })?;
+        Ok::<_, AdminError>(Json(RegistrationsBody {
+            registrations: regs,
+        }))
+    }
+    .await;
+    r.map_or_else(IntoResponse::into_response, IntoResponse::into_response)
+}
+
+pub(super) async fn unregister_host(
+    State(st): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    req: Request,
+) -> Response {
+    let ci = conn_info(&req);
+    let headers = req.headers().clone();
+    let r = async {
+        let (p, by) = caller(&st, ci, &headers).await?;
+        let host = name.clone();
+        let revoked = st
+            .db
+            .write(move |c| -> Result<Vec<String>, AdminError> {
+                // Scope and revocation in one transaction: a host moved meanwhile is judged
+                // by where it is now.
+                let scope = Scope::of(c, &p)?;
+                Ok(registrations::unregister(c, &scope, &host, &by)?)
+            })
+            .await
+            .map_err(|e| AdminError::from(ApiError::from(e)))??;
+        Ok::<_, AdminError>(Json(UnregisterBody {
+            host: name,
+            revoked,
+        }))
+    }
+    .await;
+    r.map_or_else(IntoResponse::into_response, IntoResponse::into_response)
+}
+
+pub(super) async fn audit(State(st): State<Arc<AppState>>, req: Request) -> Response {
+    let ci = conn_info(&req);
+    let headers = req.headers().clone();
+    let q = query::<AuditQuery>(&req);
+    let r = async {
+        let (p, _) = caller(&st, ci, &headers).await?;
+        let q = q?;
+        if !(1..=registrations::MAX_AUDIT_PAGE).contains(&q.limit) {
+            return Err(AdminError(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::Usage,
+                format!(
+                    "limit must be between 1 and {}",
+                    registrations::MAX_AUDIT_PAGE
+                ),
+            ));
+        }
+        let page = read_scoped(&st, p, move |c, s| {
+            registrations::audit_page(c, s, q.limit, q.before)
+        })?;
+        Ok(Json(page))
+    }
+    .await;
+    r.map_or_else(IntoResponse::into_response, IntoResponse::into_response)
 }

@@ -228,6 +228,18 @@ pub fn router(state: Arc<AppState>) -> Router {
         &format!("{}/pending/{{uuid}}/decline", admin_api::base(&site)),
         post(admin_api::decline),
     )
+    .route(
+        &format!("{}/registrations", admin_api::base(&site)),
+        get(admin_api::list_registrations),
+    )
+    .route(
+        &format!("{}/hosts/{{name}}/unregister", admin_api::base(&site)),
+        post(admin_api::unregister_host),
+    )
+    .route(
+        &format!("{}/audit", admin_api::base(&site)),
+        get(admin_api::audit),
+    )
     .merge(if without(Emulate::NoTetherRoutes) {
         Router::new()
     } else {
