@@ -18,8 +18,8 @@ description:
     approver's own machine or the controller, with C(delegate_to) or C(connection=local)).
   - An approver (role C(agent_approver)) sees and decides only the registrations held for the
     folders it is a contact of; every other one is absent.
-  - Idempotent: approving or declining a registration that is no longer pending (or not visible)
-    changes nothing and reports C(pending=false).
+  - Approving or declining a registration that is no longer pending (or not visible) changes
+    nothing and reports C(found=false), so plays can be re-run.
   - The password goes to C(tether-receiver) in its environment, never on its command line.
 author:
   - tether contributors (!UNKNOWN)
@@ -93,7 +93,7 @@ options:
         C(TETHER_RECEIVER_BIN), else C(tether-receiver) in C(PATH).
     type: path
 notes:
-  - Supports C(check_mode): lists, and reports whether the decision would change anything.
+  - Supports C(check_mode), in which it lists and reports whether the decision would change anything.
 requirements:
   - the C(tether-receiver) binary on the target (no site directory is needed)
 seealso:
