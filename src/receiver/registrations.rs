@@ -32,6 +32,12 @@ impl Scope {
         if p.has(perms::APPROVE_ANY) {
             return Ok(Scope::Everything);
         }
+        if !p.has(perms::APPROVE_IN_MANAGED_FOLDER) {
+            return Ok(Scope::Folders {
+                hosts: HashSet::new(),
+                uuids: HashSet::new(),
+            });
+        }
         let mut folders: HashMap<String, bool> = HashMap::new();
         let mut may = |folder: &str| -> rusqlite::Result<bool> {
             if let Some(v) = folders.get(folder) {
