@@ -195,9 +195,7 @@ pub enum UserCmd {
         password: PasswordArgs,
     },
     /// Delete a user.
-    Del {
-        name: String,
-    },
+    Del { name: String },
     /// List the users.
     List,
 }
@@ -211,9 +209,7 @@ pub enum RoleCmd {
         permissions: Vec<String>,
     },
     /// Delete a custom role.
-    Del {
-        name: String,
-    },
+    Del { name: String },
     /// List the roles.
     List,
     /// List every known permission.
@@ -229,9 +225,7 @@ pub enum GroupCmd {
         alias: String,
     },
     /// Delete a contact group.
-    Del {
-        name: String,
-    },
+    Del { name: String },
     /// List the contact groups.
     List,
 }
@@ -245,9 +239,7 @@ pub enum FolderCmd {
         contact_groups: Vec<String>,
     },
     /// Delete a folder.
-    Del {
-        path: String,
-    },
+    Del { path: String },
     /// List the folders.
     List,
 }
@@ -277,9 +269,7 @@ pub enum HostCmd {
         agent_port: Option<u16>,
     },
     /// Delete a host; its registrations are revoked.
-    Del {
-        name: String,
-    },
+    Del { name: String },
     /// List the hosts.
     List,
 }
@@ -312,9 +302,7 @@ pub enum RuleCmd {
         position: Option<usize>,
     },
     /// Delete a rule.
-    Del {
-        name: String,
-    },
+    Del { name: String },
     /// List the rules in order.
     List,
 }
