@@ -15,6 +15,9 @@ if ! [[ "$secs" =~ ^[0-9]+$ ]] || [ "$secs" -eq 0 ]; then
 fi
 shift
 fuzz=(cargo +nightly fuzz)
+# FUZZ_FLAGS go to `cargo fuzz build` and `run`; CI's smoke uses --dev (unoptimised, quicker
+# to build; seconds of fuzzing need no speed).
+read -r -a flags <<<"${FUZZ_FLAGS:-}"
 if [ $# -gt 0 ]; then
     targets=("$@")
 else
@@ -26,7 +29,7 @@ fi
 # or none, which builds them all).
 build=()
 [ ${#targets[@]} -eq 1 ] && build=("${targets[0]}")
-"${fuzz[@]}" build "${build[@]}" || exit 1
+"${fuzz[@]}" build "${flags[@]}" "${build[@]}" || exit 1
 
 logs=$(mktemp -d)
 trap 'rm -rf "$logs"' EXIT
@@ -39,7 +42,7 @@ for t in "${targets[@]}"; do
     echo "== $t: ${secs}s" >&2
     log="$logs/$t.log"
     # -timeout: one input taking 10 s is a finding (a hang), not patience.
-    "${fuzz[@]}" run "$t" "corpus/$t" -- \
+    "${fuzz[@]}" run "${flags[@]}" "$t" "corpus/$t" -- \
         -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
         >"$log" 2>&1
     rc=$?

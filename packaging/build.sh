@@ -63,6 +63,19 @@ for bin in tether tether-receiver; do
     strip --strip-all -o "$stage/release/$bin" "$BIN_DIR/$bin"
 done
 
+# Man pages and shell completions, generated from the clap definitions by the binaries
+# themselves (hidden `man` and `completions` subcommands); man pages gzipped as Debian and
+# Fedora policy want them (-n: no timestamp, so rebuilds are identical).
+for bin in tether tether-receiver; do
+    docs=$stage/release/docs/$bin
+    mkdir -p "$docs/man"
+    "$stage/release/$bin" man --out "$docs/man" 2>/dev/null
+    gzip -9n "$docs/man"/*.1
+    "$stage/release/$bin" completions bash >"$docs/$bin.bash"
+    "$stage/release/$bin" completions zsh >"$docs/_$bin"
+    "$stage/release/$bin" completions fish >"$docs/$bin.fish"
+done
+
 deb_flags=(--no-build --no-strip --deb-revision "$REVISION" --output "$OUT/")
 rpm_flags=(--target-dir "$stage" --set-metadata "release = \"$REVISION\"" --output "$OUT/")
 if [ "${FAST:-0}" = 1 ]; then

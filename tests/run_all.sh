@@ -1,12 +1,27 @@
 #!/usr/bin/env bash
 # Runs every test: the Rust suite (unit + end-to-end against the real binaries), the demo,
-# and the Ansible/Salt integration suite. Installs the Python tools it needs itself.
+# and the Ansible/Salt integration suite. Installs the Python tools it needs itself, into a
+# virtual environment of its own (target/venv, or $TETHER_VENV), never into the system's or
+# the user's site-packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
-echo "== installing Python test tools (ansible-core, salt, pytest)" >&2
-python3 -m pip install --quiet --disable-pip-version-check -r tests/integrations/requirements.txt >&2
+venv=${TETHER_VENV:-$PWD/target/venv}
+requirements=tests/integrations/requirements.txt
+if [ ! -x "$venv/bin/python" ]; then
+    echo "== creating the Python virtual environment $venv" >&2
+    python3 -m venv "$venv" >&2
+fi
+# Installs again only when requirements.txt changed since the last installation.
+stamp=$venv/.tether-requirements
+if ! cmp -s "$requirements" "$stamp"; then
+    echo "== installing Python test tools into $venv (ansible-core, salt, pytest)" >&2
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements" >&2
+    cp "$requirements" "$stamp"
+fi
+# The tools (ansible-playbook, salt-call, ...) are found next to the venv's python first.
+export PATH="$venv/bin:$PATH"
 
 echo "== building" >&2
 cargo build --all-targets >&2
@@ -19,4 +34,4 @@ TETHER_BIN_DIR=target/debug bash tests/demo.sh >/dev/null
 
 echo "== Ansible and Salt integration" >&2
 TETHER_BIN="$PWD/target/debug/tether" TETHER_RECEIVER_BIN="$PWD/target/debug/tether-receiver" \
-    python3 -m pytest tests/integrations -q
+    "$venv/bin/python" -m pytest tests/integrations -q

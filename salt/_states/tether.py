@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 """
-States for the tether agent: ``tether.registered`` and ``tether.absent``.
+States for the tether agent: ``tether.registered``, ``tether.absent`` and ``tether.listening``.
 
 Both read the current state first (``tether status --json --no-query-remote``, and
 for an existing registration the site's view of it) and run ``tether register``,
@@ -23,6 +23,9 @@ on standard input, the token in the environment, never the command line.
         - password_pillar: tether:registration_password
         - trust_fingerprint: sha256:3f1c...
 """
+
+import socket
+import time
 
 import salt.utils.data
 from salt.exceptions import CommandExecutionError
@@ -356,3 +359,31 @@ def absent(name, server=None, site=None, host_name=None, tether_bin=None, tether
     else:
         ret["comment"] = "No matching registration"
     return ret
+
+
+def listening(name, port=6556, host="127.0.0.1", timeout=60):
+    """
+    Wait until the tether daemon accepts TCP connections on ``host:port`` (``name`` is a
+    label). Changes nothing, so it never reports changes; with ``test=True`` it checks once
+    and answers ``None`` (not ``False``) when the port is closed, since the states before it
+    would only then have started the daemon.
+    """
+    ret = {"name": name, "result": False, "changes": {}, "comment": ""}
+    deadline = time.time() + (0 if __opts__.get("test") else float(timeout))
+    while True:
+        try:
+            socket.create_connection((host, int(port)), timeout=2).close()
+            ret["result"] = True
+            ret["comment"] = "{}:{} accepts connections".format(host, port)
+            return ret
+        except (OSError, ValueError) as exc:
+            if time.time() >= deadline:
+                if __opts__.get("test"):
+                    ret["result"] = None
+                    ret["comment"] = "{}:{} does not answer yet ({}); would wait up to {} s".format(
+                        host, port, exc, timeout)
+                else:
+                    ret["comment"] = "{}:{} did not accept connections within {} s: {}".format(
+                        host, port, timeout, exc)
+                return ret
+        time.sleep(0.5)

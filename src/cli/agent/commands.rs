@@ -54,6 +54,8 @@ pub fn run(cli: Cli) -> i32 {
             | Command::Pull(_)
             | Command::Keys { .. }
             | Command::Schemas { .. }
+            | Command::Completions { .. }
+            | Command::Man { .. }
     );
     // The daemon re-reads tether.toml on SIGHUP, so it only takes the flag from here.
     let proxy_flag = match cli.proxy.as_deref().map(proxy_flag).transpose() {
@@ -98,6 +100,33 @@ pub fn run(cli: Cli) -> i32 {
                 ErrorCode::LocalState.exit_code()
             }
         },
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut out = std::io::stdout();
+            match crate::cli::docs::write_completions(super::Cli::command(), shell, &mut out) {
+                Ok(()) => 0,
+                Err(e) => {
+                    report_error(
+                        json,
+                        &Error::local_state(format!("writing completions: {e}")),
+                    );
+                    ErrorCode::LocalState.exit_code()
+                }
+            }
+        }
+        Command::Man { out } => {
+            use clap::CommandFactory;
+            match crate::cli::docs::write_man_pages(super::Cli::command(), &out) {
+                Ok(files) => {
+                    eprintln!("wrote {} man pages to {}", files.len(), out.display());
+                    0
+                }
+                Err(e) => {
+                    report_error(json, &Error::local_state(format!("writing man pages: {e}")));
+                    ErrorCode::LocalState.exit_code()
+                }
+            }
+        }
         Command::Schemas { dir } => match crate::cli::schemas::write_all(&dir) {
             Ok(files) => {
                 eprintln!("wrote {} schemas to {}", files.len(), dir.display());

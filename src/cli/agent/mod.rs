@@ -125,6 +125,18 @@ pub enum Command {
         #[arg(long, default_value = "schemas")]
         dir: PathBuf,
     },
+    /// Print the shell completion script for SHELL (the packages install them).
+    #[command(hide = true)]
+    Completions {
+        #[arg(value_enum)]
+        shell: crate::cli::docs::Shell,
+    },
+    /// Write the man pages (tether.1, tether-SUBCOMMAND.1) into DIR.
+    #[command(hide = true)]
+    Man {
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -74,6 +74,18 @@ pub enum Command {
     AgentData(AgentDataArgs),
     /// Converge users, roles, groups, folders, hosts, rules and tokens to a YAML or JSON file.
     Apply(ApplyArgs),
+    /// Print the shell completion script for SHELL (the packages install them).
+    #[command(hide = true)]
+    Completions {
+        #[arg(value_enum)]
+        shell: crate::cli::docs::Shell,
+    },
+    /// Write the man pages (tether-receiver.1, tether-receiver-SUBCOMMAND.1) into DIR.
+    #[command(hide = true)]
+    Man {
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -182,9 +194,9 @@ pub enum UserCmd {
         #[command(flatten)]
         password: PasswordArgs,
     },
-    Del {
-        name: String,
-    },
+    /// Delete a user.
+    Del { name: String },
+    /// List the users.
     List,
 }
 
@@ -196,9 +208,9 @@ pub enum RoleCmd {
         #[arg(long = "permission", value_parser = clap::builder::PossibleValuesParser::new(crate::receiver::perms::ALL))]
         permissions: Vec<String>,
     },
-    Del {
-        name: String,
-    },
+    /// Delete a custom role.
+    Del { name: String },
+    /// List the roles.
     List,
     /// List every known permission.
     Permissions,
@@ -206,14 +218,15 @@ pub enum RoleCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum GroupCmd {
+    /// Add a contact group, or set the alias of an existing one.
     Add {
         name: String,
         #[arg(long, default_value = "")]
         alias: String,
     },
-    Del {
-        name: String,
-    },
+    /// Delete a contact group.
+    Del { name: String },
+    /// List the contact groups.
     List,
 }
 
@@ -225,9 +238,9 @@ pub enum FolderCmd {
         #[arg(long = "contact-group")]
         contact_groups: Vec<String>,
     },
-    Del {
-        path: String,
-    },
+    /// Delete a folder.
+    Del { path: String },
+    /// List the folders.
     List,
 }
 
@@ -256,9 +269,8 @@ pub enum HostCmd {
         agent_port: Option<u16>,
     },
     /// Delete a host; its registrations are revoked.
-    Del {
-        name: String,
-    },
+    Del { name: String },
+    /// List the hosts.
     List,
 }
 
@@ -289,9 +301,9 @@ pub enum RuleCmd {
         #[arg(long)]
         position: Option<usize>,
     },
-    Del {
-        name: String,
-    },
+    /// Delete a rule.
+    Del { name: String },
+    /// List the rules in order.
     List,
 }
 
@@ -400,6 +412,7 @@ pub enum PendingCmd {
         #[arg(long, value_parser = mode_parser())]
         mode: Option<String>,
     },
+    /// Decline a held registration, with a reason the agent is told.
     Decline {
         uuid: String,
         #[arg(long, default_value = "Declined by the site administrator")]
@@ -409,6 +422,7 @@ pub enum PendingCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum RegistrationsCmd {
+    /// List the registrations (of one host with --host).
     List {
         #[arg(long)]
         host: Option<String>,

@@ -156,6 +156,34 @@ fn emit<T: Render>(json: bool, r: Result<T>) -> i32 {
 
 pub fn run(cli: Cli) -> i32 {
     let json = cli.json;
+    // These need no receiver directory.
+    match &cli.command {
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut out = std::io::stdout();
+            return match crate::cli::docs::write_completions(Cli::command(), *shell, &mut out) {
+                Ok(()) => 0,
+                Err(e) => emit::<FingerprintOut>(
+                    json,
+                    Err(Error::local_state(format!("writing completions: {e}"))),
+                ),
+            };
+        }
+        Command::Man { out } => {
+            use clap::CommandFactory;
+            return match crate::cli::docs::write_man_pages(Cli::command(), out) {
+                Ok(files) => {
+                    eprintln!("wrote {} man pages to {}", files.len(), out.display());
+                    0
+                }
+                Err(e) => emit::<FingerprintOut>(
+                    json,
+                    Err(Error::local_state(format!("writing man pages: {e}"))),
+                ),
+            };
+        }
+        _ => {}
+    }
     // Remote commands work on another machine's site: no directory here.
     let cli = match cli.command {
         Command::Pending(a) if a.remote.server.is_some() => {
@@ -203,5 +231,7 @@ pub fn run(cli: Cli) -> i32 {
         }
         Command::AgentData(a) => emit(json, agent_data(&dir, &a.host)),
         Command::Apply(a) => emit(json, crate::receiver::apply::run(&dir, &a.file, a.dry_run)),
+        // Answered above, before the directory check.
+        Command::Completions { .. } | Command::Man { .. } => 0,
     }
 }
