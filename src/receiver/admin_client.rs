@@ -41,7 +41,7 @@ struct ErrorBody {
     code: Option<ErrorCode>,
 }
 
-/// `https://HOST[:PORT]/SITE` → the admin API's base URL.
+/// `https://HOST[:PORT]/SITE` (port 8000 if omitted) → the admin API's base URL.
 fn api_base(url: &str) -> Result<String> {
     let bad = || {
         Error::usage(format!(
@@ -55,6 +55,15 @@ fn api_base(url: &str) -> Result<String> {
         return Err(bad());
     }
     crate::wire::validate::validate_site_name(site)?;
+    // Without a port: the receiver's default, not https' 443.
+    let has_port = authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    let authority = if has_port && !authority.ends_with(']') {
+        authority.to_string()
+    } else {
+        format!("{authority}:8000")
+    };
     Ok(format!("https://{authority}/{site}/tether-admin/v1"))
 }
 
@@ -192,5 +201,40 @@ fn path_segment(uuid: &str) -> Result<&str> {
         Ok(uuid)
     } else {
         Err(Error::usage(format!("{uuid:?} is not a UUID")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::api_base;
+
+    #[test]
+    fn site_urls() {
+        let b = |u: &str| api_base(u).ok();
+        assert_eq!(
+            b("https://m.example:8443/prod/").as_deref(),
+            Some("https://m.example:8443/prod/tether-admin/v1")
+        );
+        assert_eq!(
+            b("https://m.example/prod").as_deref(),
+            Some("https://m.example:8000/prod/tether-admin/v1")
+        );
+        assert_eq!(
+            b("https://[::1]/prod").as_deref(),
+            Some("https://[::1]:8000/prod/tether-admin/v1")
+        );
+        assert_eq!(
+            b("https://[::1]:9/prod").as_deref(),
+            Some("https://[::1]:9/prod/tether-admin/v1")
+        );
+        for bad in [
+            "http://m/prod",
+            "https://m",
+            "https://m/",
+            "https://m/a/b",
+            "m:8000/prod",
+        ] {
+            assert!(b(bad).is_none(), "{bad}");
+        }
     }
 }

@@ -368,7 +368,7 @@ pub struct PendingArgs {
 /// Working on a site through its admin API instead of its directory.
 #[derive(Debug, Args)]
 pub struct RemoteArgs {
-    /// The site's URL, https://HOST[:PORT]/SITE (port: the receiver's, 8000 by default).
+    /// The site's URL, https://HOST[:PORT]/SITE (the receiver's port; 8000 if omitted).
     #[arg(long, global = true, value_name = "URL")]
     pub server: Option<String>,
     /// Site user (with --server).
