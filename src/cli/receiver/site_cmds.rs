@@ -108,6 +108,8 @@ pub(super) fn serve(dir: &Path, a: ServeArgs) -> Result<ServeOut> {
                 std::thread::available_parallelism().map_or(2, |n| n.get()) * 2,
             ),
             emulate: a.emulate.iter().map(|e| e.to_api()).collect(),
+            console: (!a.no_console)
+                .then(|| crate::receiver::console::Console::new(a.console_idle_timeout)),
         });
         if let Some(f) = &a.ready_file {
             ca::write_atomic(f, addr.to_string().as_bytes(), 0o644)
