@@ -85,7 +85,7 @@ def _register_new(site, state_dir, team, host, wait=True):
 
 def _queued(site, host):
     out = site.cli("pending", "list", "--json", "--dir", site.dir).stdout
-    return [p for p in json.loads(out)["pending"] if p["labels"].get("cmk/hostname") == host]
+    return [p for p in json.loads(out)["registrations"] if p["labels"].get("cmk/hostname") == host]
 
 
 def _wait_queued(site, host):
