@@ -88,8 +88,8 @@ impl Browser {
         for (k, v) in &headers {
             if k.eq_ignore_ascii_case("set-cookie") && v.starts_with(&name) {
                 let val = v[name.len()..].split(';').next().unwrap_or("");
-                self.cookie = (!v.contains("Max-Age=0") && !val.is_empty())
-                    .then(|| format!("{name}{val}"));
+                self.cookie =
+                    (!v.contains("Max-Age=0") && !val.is_empty()).then(|| format!("{name}{val}"));
             }
         }
         Page {
@@ -175,7 +175,13 @@ fn site(serve_args: &[&str]) -> TestReceiver {
     rcv
 }
 
-fn register_new(a: &Agent, rcv: &TestReceiver, team: &str, host: &str, extra: &[&str]) -> agent::Run {
+fn register_new(
+    a: &Agent,
+    rcv: &TestReceiver,
+    team: &str,
+    host: &str,
+    extra: &[&str],
+) -> agent::Run {
     let server = rcv.server();
     let team_label = format!("team:{team}");
     let host_label = format!("cmk/hostname:{host}");
@@ -296,7 +302,11 @@ fn an_approver_logs_in_decides_its_folder_and_logs_out() {
     let r = b.post(&format!("/pending/{ua}/approve"), &[("csrf", &csrf)]);
     assert_eq!(r.status, 303);
     let page = b.get("/pending");
-    assert!(page.body.contains("Approved: host na is registered"), "{}", page.body);
+    assert!(
+        page.body.contains("Approved: host na is registered"),
+        "{}",
+        page.body
+    );
     assert!(
         !page.body.contains(&format!("id=\"p-{ua}\"")),
         "no longer pending"
@@ -344,7 +354,11 @@ fn an_approver_logs_in_decides_its_folder_and_logs_out() {
     let r = b.post(&format!("/registrations/{ua}/revoke"), &[("csrf", &csrf)]);
     assert_eq!(r.status, 303);
     let regs = b.get("/registrations");
-    assert!(regs.body.contains("Revoked the registration"), "{}", regs.body);
+    assert!(
+        regs.body.contains("Revoked the registration"),
+        "{}",
+        regs.body
+    );
     assert!(regs.body.contains("revoked"));
 
     // The audit log of the folder: the decisions, by this user, from the console.
@@ -353,7 +367,10 @@ fn an_approver_logs_in_decides_its_folder_and_logs_out() {
     for want in ["pending_approve", "pending_decline", "unregister", "appa"] {
         assert!(audit.body.contains(want), "{want} missing");
     }
-    assert!(!audit.body.contains(&ub), "another folder's entries are absent");
+    assert!(
+        !audit.body.contains(&ub),
+        "another folder's entries are absent"
+    );
 
     // The approver of folder B sees only B.
     let mut other = Browser::new(&rcv);

@@ -120,12 +120,7 @@ pub fn registrations_for(c: &Connection, p: &Principal) -> Result<Vec<Registrati
 }
 
 /// Revokes one registration (and its certificates) if `p` may see it; audited as `unregister`.
-pub fn revoke_for(
-    c: &Connection,
-    p: &Principal,
-    uuid: &str,
-    by: &Decider,
-) -> Result<Registration> {
+pub fn revoke_for(c: &Connection, p: &Principal, uuid: &str, by: &Decider) -> Result<Registration> {
     let absent = || {
         Error::new(
             ErrorCode::NotFound,

@@ -69,18 +69,18 @@ def site(tmp_path_factory):
 
 def _register_new(site, state_dir, team, host, wait=True):
     """Starts `tether register-new` for a new host (waiting for the decision unless not wait)."""
+    pw = state_dir / "password"
+    pw.write_text(REG_PASSWORD + "\n")
+    pw.chmod(0o600)
     argv = [TETHER_BIN, "register-new", "--json", "-s", site.address, "-i", SITE, "-U", REG_USER,
-            "--password-stdin", "--trust-fingerprint", site.fingerprint,
+            "--password-file", str(pw), "--trust-fingerprint", site.fingerprint,
             "--agent-labels", "team:%s" % team, "--agent-labels", "cmk/hostname:%s" % host]
     argv += ["--timeout", "120"] if wait else ["--no-wait"]
     env = {k: v for k, v in os.environ.items()
            if k not in ("TETHER_PASSWORD", "TETHER_TOKEN", "TETHER_CONFIG") and "proxy" not in k.lower()}
     env["TETHER_HOME"] = str(state_dir)
-    p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         universal_newlines=True, env=env)
-    p.stdin.write(REG_PASSWORD + "\n")
-    p.stdin.close()
-    return p
+    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            universal_newlines=True, env=env)
 
 
 def _queued(site, host):
@@ -133,6 +133,17 @@ def _shot(driver, name):
     return path
 
 
+def _wait_for(browser, css, text=""):
+    """The text of the element once the page a click led to shows it (a form post loads the
+    next page asynchronously, so the old page may still be there right after the click)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(browser, 30).until(ec.text_to_be_present_in_element((By.CSS_SELECTOR, css), text))
+    return browser.find_element(By.CSS_SELECTOR, css).text
+
+
 def test_approver_decides_in_the_browser(site, browser, tmp_path):
     from selenium.webdriver.common.by import By
 
@@ -154,6 +165,7 @@ def test_approver_decides_in_the_browser(site, browser, tmp_path):
     browser.find_element(By.ID, "user").send_keys("approver-a")
     browser.find_element(By.ID, "password").send_keys(APPROVER_PASSWORD)
     browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    _wait_for(browser, "h1", "Pending registrations")
     assert browser.current_url.endswith("/pending"), browser.current_url
     cookie = [c for c in browser.get_cookies() if c["name"].startswith("__Host-tether-console-")]
     assert cookie and cookie[0]["secure"] and cookie[0]["httpOnly"] and cookie[0]["sameSite"] == "Strict"
@@ -174,16 +186,16 @@ def test_approver_decides_in_the_browser(site, browser, tmp_path):
     browser.execute_script(
         "document.querySelectorAll('#p-%s form input[name=csrf]').forEach(function (e) { e.remove(); });" % a1)
     browser.find_element(By.CSS_SELECTOR, "#p-%s button.approve" % a1).click()
-    assert "Form refused" in browser.page_source
+    _wait_for(browser, "h1", "Form refused")
     assert _queued(site, "browser-a1"), "still pending"
 
     # Approve: the waiting agent completes.
     browser.get(base + "/pending")
     browser.find_element(By.CSS_SELECTOR, "#p-%s button.approve" % a1).click()
+    flash = _wait_for(browser, "[role=status]", "Approved")
     assert browser.current_url.endswith("/pending")
-    flash = browser.find_element(By.CSS_SELECTOR, "[role=status]").text
     assert "Approved: host browser-a1 is registered" in flash, flash
-    assert a1 not in browser.page_source
+    assert not browser.find_elements(By.ID, "p-%s" % a1), "no longer pending"
     _shot(browser, "approved.png")
     rc, doc, err = _finish(waiting)
     assert rc == 0 and doc["status"] == "success", (doc, err)
@@ -191,15 +203,17 @@ def test_approver_decides_in_the_browser(site, browser, tmp_path):
     # Decline with a reason: that agent exits 11 with it.
     browser.find_element(By.ID, "reason-%s" % a2).send_keys("not one of ours")
     browser.find_element(By.CSS_SELECTOR, "#p-%s button.decline" % a2).click()
-    assert "Declined browser-a2: not one of ours" in browser.find_element(By.CSS_SELECTOR, "[role=status]").text
+    _wait_for(browser, "[role=status]", "Declined browser-a2: not one of ours")
     rc, doc, err = _finish(declined)
     assert rc == 11, (doc, err)
     assert doc["error"]["code"] == "declined" and "not one of ours" in doc["error"]["message"]
 
     # The audit log shows the decisions; logout ends the session.
     browser.find_element(By.LINK_TEXT, "Audit log").click()
+    _wait_for(browser, "h1", "Audit log")
     assert "pending_approve" in browser.page_source and "pending_decline" in browser.page_source
     browser.find_element(By.CSS_SELECTOR, "form.logout button").click()
-    assert "You are logged out" in browser.page_source
+    _wait_for(browser, "[role=status]", "You are logged out")
     browser.get(base + "/pending")
+    _wait_for(browser, "h1", "tether")
     assert "/login" in browser.current_url

@@ -46,7 +46,10 @@ fn console(st: &AppState) -> Result<&Console, Response> {
 }
 
 fn problem(st: &AppState, status: StatusCode, title: &str, text: &str) -> Response {
-    html(status, pages::problem(&base(&st.site), &st.site, title, text))
+    html(
+        status,
+        pages::problem(&base(&st.site), &st.site, title, text),
+    )
 }
 
 fn to_login(st: &AppState, query: &str) -> Response {
@@ -275,7 +278,14 @@ pub(super) async fn login(State(st): State<Arc<AppState>>, req: Request) -> Resp
         }
         Err(e) if e.status == StatusCode::UNAUTHORIZED => {
             st.limiter.failed(ip);
-            audit_login(&st, &ci, &f.user, "refused 401", "wrong user name or password").await;
+            audit_login(
+                &st,
+                &ci,
+                &f.user,
+                "refused 401",
+                "wrong user name or password",
+            )
+            .await;
             again(StatusCode::UNAUTHORIZED, "Wrong user name or password.")
         }
         Err(e) => again(
@@ -335,10 +345,7 @@ pub(super) async fn pending(State(st): State<Arc<AppState>>, headers: HeaderMap)
     )
 }
 
-pub(super) async fn registrations(
-    State(st): State<Arc<AppState>>,
-    headers: HeaderMap,
-) -> Response {
+pub(super) async fn registrations(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let (a, con) = match logged_in(&st, &headers).and_then(|a| Ok((a, console(&st)?))) {
         Ok(x) => x,
         Err(r) => return r,
@@ -448,7 +455,9 @@ async fn decide<R: Send + 'static>(
     };
     match st.db.write(f).await {
         Ok(Ok(r)) => con.sessions.set_flash(&a.id, false, ok(r)),
-        Ok(Err(e)) => con.sessions.set_flash(&a.id, true, capitalised(&e.to_string())),
+        Ok(Err(e)) => con
+            .sessions
+            .set_flash(&a.id, true, capitalised(&e.to_string())),
         Err(e) => return db_error(st, e),
     }
     Redirect::to(&format!("{}/{back}", base(&st.site))).into_response()
@@ -472,7 +481,10 @@ pub(super) async fn approve(
         Err(r) => return r,
     };
     let opts = ApproveOptions {
-        host: f.host.map(|h| h.trim().to_string()).filter(|h| !h.is_empty()),
+        host: f
+            .host
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty()),
         ..Default::default()
     };
     let (p, state) = (a.principal.clone(), st.clone());
@@ -546,12 +558,7 @@ pub(super) async fn revoke(
         &a,
         "registrations",
         move |c| visibility::revoke_for(c, &p, &u, &by),
-        |r| {
-            format!(
-                "Revoked the registration {} of host {}.",
-                r.uuid, r.host
-            )
-        },
+        |r| format!("Revoked the registration {} of host {}.", r.uuid, r.host),
     )
     .await
 }
