@@ -23,6 +23,10 @@ use crate::receiver::visibility;
 const AUDIT_LIMIT: usize = 200;
 const MAX_REASON: usize = 500;
 
+/// The page that answers instead (a redirect to the log-in form, a refusal); boxed, as a
+/// response is large next to what succeeds.
+type Refused = Box<Response>;
+
 fn html(status: StatusCode, m: Markup) -> Response {
     (
         status,
@@ -39,10 +43,10 @@ fn with_cookie(mut r: Response, cookie: &str) -> Response {
     r
 }
 
-fn console(st: &AppState) -> Result<&Console, Response> {
+fn console(st: &AppState) -> Result<&Console, Refused> {
     st.console
         .as_ref()
-        .ok_or_else(|| StatusCode::NOT_FOUND.into_response())
+        .ok_or_else(|| Box::new(StatusCode::NOT_FOUND.into_response()))
 }
 
 fn problem(st: &AppState, status: StatusCode, title: &str, text: &str) -> Response {
@@ -69,13 +73,13 @@ struct Authed {
 
 /// The live session of a logged-in user, or the redirect to the log-in form. The user is read
 /// afresh each time: a deleted user or a changed password ends the session at once.
-fn logged_in(st: &AppState, headers: &HeaderMap) -> Result<Authed, Response> {
+fn logged_in(st: &AppState, headers: &HeaderMap) -> Result<Authed, Refused> {
     let con = console(st)?;
     let id = session::cookie_id(headers, &st.site);
     let s = match con.sessions.touch(id.as_deref()) {
         Lookup::Found(s) if s.user.is_some() => s,
-        Lookup::Ended => return Err(to_login(st, "?ended=1")),
-        _ => return Err(to_login(st, "")),
+        Lookup::Ended => return Err(Box::new(to_login(st, "?ended=1"))),
+        _ => return Err(Box::new(to_login(st, ""))),
     };
     let id = id.unwrap_or_default();
     let name = s.user.clone().unwrap_or_default();
@@ -91,14 +95,14 @@ fn logged_in(st: &AppState, headers: &HeaderMap) -> Result<Authed, Response> {
         }),
         Ok(_) => {
             con.sessions.remove(&id);
-            Err(to_login(st, "?ended=1"))
+            Err(Box::new(to_login(st, "?ended=1")))
         }
-        Err(e) => Err(problem(
+        Err(e) => Err(Box::new(problem(
             st,
             StatusCode::SERVICE_UNAVAILABLE,
             "Unavailable",
             &format!("The receiver cannot read its database now: {e}"),
-        )),
+        ))),
     }
 }
 
@@ -122,17 +126,24 @@ fn csrf_refused(st: &AppState) -> Response {
 }
 
 /// Reads a form body (bounded like every request body) into `T`.
-async fn form<T: serde::de::DeserializeOwned>(st: &AppState, req: Request) -> Result<T, Response> {
+async fn form<T: serde::de::DeserializeOwned>(st: &AppState, req: Request) -> Result<T, Refused> {
     let body = api::read_body(req.into_body(), st.limits.max_body)
         .await
-        .map_err(|e| problem(st, e.status, "Bad request", "The form could not be read."))?;
+        .map_err(|e| {
+            Box::new(problem(
+                st,
+                e.status,
+                "Bad request",
+                "The form could not be read.",
+            ))
+        })?;
     serde_urlencoded::from_bytes(&body).map_err(|e| {
-        problem(
+        Box::new(problem(
             st,
             StatusCode::BAD_REQUEST,
             "Bad request",
             &format!("The form could not be read: {e}"),
-        )
+        ))
     })
 }
 
@@ -160,7 +171,7 @@ fn db_error(st: &AppState, e: impl std::fmt::Display) -> Response {
 pub(super) async fn root(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     match logged_in(&st, &headers) {
         Ok(_) => Redirect::to(&format!("{}/pending", base(&st.site))).into_response(),
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -179,7 +190,7 @@ pub(super) async fn login_form(
 ) -> Response {
     let con = match console(&st) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let id = session::cookie_id(&headers, &st.site);
     let (id, s) = match con.sessions.touch(id.as_deref()) {
@@ -231,7 +242,7 @@ async fn audit_login(st: &AppState, ci: &ConnInfo, user: &str, outcome: &str, de
 pub(super) async fn login(State(st): State<Arc<AppState>>, req: Request) -> Response {
     let con = match console(&st) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Some(ci) = peer(&req) else {
         return db_error(&st, "request without connection info");
@@ -240,7 +251,7 @@ pub(super) async fn login(State(st): State<Arc<AppState>>, req: Request) -> Resp
     let old_id = session::cookie_id(&headers, &st.site);
     let f: LoginForm = match form(&st, req).await {
         Ok(f) => f,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let s = match con.sessions.touch(old_id.as_deref()) {
         Lookup::Found(s) if !cross_site(&headers) && session::csrf_ok(&s, &f.csrf) => s,
@@ -304,13 +315,13 @@ pub(super) struct CsrfForm {
 pub(super) async fn logout(State(st): State<Arc<AppState>>, req: Request) -> Response {
     let con = match console(&st) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let headers = req.headers().clone();
     let id = session::cookie_id(&headers, &st.site);
     let f: CsrfForm = match form(&st, req).await {
         Ok(f) => f,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     match con.sessions.touch(id.as_deref()) {
         Lookup::Found(s) if !cross_site(&headers) && session::csrf_ok(&s, &f.csrf) => {}
@@ -329,7 +340,7 @@ pub(super) async fn logout(State(st): State<Arc<AppState>>, req: Request) -> Res
 pub(super) async fn pending(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let (a, con) = match logged_in(&st, &headers).and_then(|a| Ok((a, console(&st)?))) {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let p = a.principal.clone();
     let may = p.has(perms::APPROVE_ANY) || p.has(perms::APPROVE_IN_MANAGED_FOLDER);
@@ -348,7 +359,7 @@ pub(super) async fn pending(State(st): State<Arc<AppState>>, headers: HeaderMap)
 pub(super) async fn registrations(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let (a, con) = match logged_in(&st, &headers).and_then(|a| Ok((a, console(&st)?))) {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let p = a.principal.clone();
     let regs = match st
@@ -369,7 +380,7 @@ pub(super) async fn registrations(State(st): State<Arc<AppState>>, headers: Head
 pub(super) async fn audit(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let (a, con) = match logged_in(&st, &headers).and_then(|a| Ok((a, console(&st)?))) {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let p = a.principal.clone();
     let entries = match st
@@ -391,13 +402,13 @@ pub(super) async fn audit(State(st): State<Arc<AppState>>, headers: HeaderMap) -
 async fn posted<T: serde::de::DeserializeOwned + HasCsrf>(
     st: &AppState,
     req: Request,
-) -> Result<(Authed, T, Decider), Response> {
+) -> Result<(Authed, T, Decider), Refused> {
     let headers = req.headers().clone();
-    let ci = peer(&req).ok_or_else(|| db_error(st, "request without connection info"))?;
+    let ci = peer(&req).ok_or_else(|| Box::new(db_error(st, "request without connection info")))?;
     let a = logged_in(st, &headers)?;
     let f: T = form(st, req).await?;
     if cross_site(&headers) || !session::csrf_ok(&a.session, f.csrf()) {
-        return Err(csrf_refused(st));
+        return Err(Box::new(csrf_refused(st)));
     }
     let by = Decider {
         actor: a.principal.user.name.clone(),
@@ -478,7 +489,7 @@ pub(super) async fn approve(
 ) -> Response {
     let (a, f, by) = match posted::<ApproveForm>(&st, req).await {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let opts = ApproveOptions {
         host: f
@@ -506,7 +517,7 @@ pub(super) async fn decline(
 ) -> Response {
     let (a, f, by) = match posted::<DeclineForm>(&st, req).await {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let reason = f.reason.trim().to_string();
     if reason.is_empty() || reason.chars().count() > MAX_REASON {
@@ -549,7 +560,7 @@ pub(super) async fn revoke(
 ) -> Response {
     let (a, _, by) = match posted::<CsrfForm>(&st, req).await {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let p = a.principal.clone();
     let u = uuid.clone();
