@@ -127,7 +127,9 @@ pub struct ServeArgs {
     pub credential_cache_ttl: std::time::Duration,
     /// Switch the web console (`/SITE/tether-admin/`) off: its pages answer 404. The admin
     /// API is not affected.
-    #[arg(long, env = "TETHER_RECEIVER_NO_CONSOLE")]
+    /// (`TETHER_RECEIVER_NO_CONSOLE`: empty, 0, false, no or off leave it on.)
+    #[arg(long, env = "TETHER_RECEIVER_NO_CONSOLE",
+          value_parser = clap::builder::FalseyValueParser::new())]
     pub no_console: bool,
     /// A web console session ends after this long without a request.
     #[arg(long, default_value = "15m", value_parser = humantime::parse_duration,
