@@ -137,6 +137,16 @@ pub struct ServeArgs {
     /// How long a verified password stays cached.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub credential_cache_ttl: std::time::Duration,
+    /// Switch the web console (`/SITE/tether-admin/`) off: its pages answer 404. The admin
+    /// API is not affected.
+    /// (`TETHER_RECEIVER_NO_CONSOLE`: empty, 0, false, no or off leave it on.)
+    #[arg(long, env = "TETHER_RECEIVER_NO_CONSOLE",
+          value_parser = clap::builder::FalseyValueParser::new())]
+    pub no_console: bool,
+    /// A web console session ends after this long without a request.
+    #[arg(long, default_value = "15m", value_parser = humantime::parse_duration,
+          env = "TETHER_RECEIVER_CONSOLE_IDLE_TIMEOUT")]
+    pub console_idle_timeout: std::time::Duration,
     /// Behave like another Checkmk receiver (interop tests only).
     #[arg(long, value_enum, hide = true)]
     pub emulate: Vec<EmulateArg>,

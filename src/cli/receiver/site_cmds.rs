@@ -108,13 +108,16 @@ pub(super) fn serve(dir: &Path, a: ServeArgs) -> Result<ServeOut> {
                 std::thread::available_parallelism().map_or(2, |n| n.get()) * 2,
             ),
             emulate: a.emulate.iter().map(|e| e.to_api()).collect(),
+            console: (!a.no_console)
+                .then(|| crate::receiver::console::Console::new(a.console_idle_timeout)),
         });
+        let stop = shutdown_signal();
         if let Some(f) = &a.ready_file {
             ca::write_atomic(f, addr.to_string().as_bytes(), 0o644)
                 .map_err(|e| Error::local_state(e.to_string()))?;
         }
         tracing::info!("listening on https://{addr}/{}/agent-receiver/", st.site);
-        crate::receiver::server::serve(st, listener, shutdown_signal())
+        crate::receiver::server::serve(st, listener, stop)
             .await
             .map_err(Error::local_state)?;
         tracing::info!("shut down");
@@ -142,24 +145,21 @@ fn listen(spec: &str) -> Result<tokio::net::TcpListener> {
     })))
 }
 
-async fn shutdown_signal() {
+/// Installs the SIGTERM handler at once and returns what resolves on SIGTERM or Ctrl-C. Called
+/// before the ready file is written: a TERM right after readiness is then a clean shutdown,
+/// not the default kill.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {},
-                    _ = tokio::signal::ctrl_c() => {},
-                }
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    async move {
+        #[cfg(unix)]
+        if let Some(mut term) = term {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = tokio::signal::ctrl_c() => {},
             }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+            return;
         }
-    }
-    #[cfg(not(unix))]
-    {
         let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -10,7 +10,7 @@ use crate::receiver::auth;
 use crate::receiver::perms::Principal;
 use crate::receiver::store::{self, Audit};
 
-pub(super) fn check_rate(st: &AppState, ip: IpAddr) -> ApiResult<()> {
+pub(crate) fn check_rate(st: &AppState, ip: IpAddr) -> ApiResult<()> {
     if st.limiter.allowed(ip) {
         Ok(())
     } else {
@@ -37,6 +37,16 @@ pub(super) async fn authenticate(
         ));
     };
     a.actor = user.chars().take(128).collect();
+    verify_user(st, user, password).await
+}
+
+/// Checks a site user's password (argon2, bounded in parallel) with the verified-credential
+/// cache; unknown users cost the same time. The caller checks and feeds the rate limiter.
+pub(crate) async fn verify_user(
+    st: &Arc<AppState>,
+    user: String,
+    password: String,
+) -> ApiResult<Principal> {
     let db = st.db.clone();
     let name = user.clone();
     let found = db.read(move |c| match store::get_user(c, &name)? {

@@ -29,6 +29,7 @@ use crate::wire::api::{ErrorBody, ReceiverExtensions};
 use crate::wire::{paths, validate};
 
 pub use self::audit::record;
+pub(crate) use self::authn::{check_rate, verify_user};
 pub use self::mtls::mtls;
 use self::mtls::{registration_status_v1, registration_status_v2, renew_certificate};
 use self::register_existing::{register_existing, register_existing_token};
@@ -97,6 +98,8 @@ pub struct AppState {
     /// unbounded number (many source addresses guessing at once) would exhaust memory.
     pub argon2_slots: tokio::sync::Semaphore,
     pub emulate: Vec<Emulate>,
+    /// The web console (`serve --no-console`: None, its paths answer 404).
+    pub console: Option<crate::receiver::console::Console>,
 }
 
 /// What the TLS layer knows about the connection a request came in on.
@@ -254,6 +257,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             )
     })
     .route(&paths::discover_receiver(&site), get(discover))
+    .merge(crate::receiver::console::routes(&state))
     .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "Not Found") })
     .layer(axum::middleware::from_fn_with_state(
         state.clone(),
