@@ -9,6 +9,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[path = "../support/postgres.rs"]
+pub mod pg;
+
 pub fn receiver_bin() -> &'static str {
     env!("CARGO_BIN_EXE_tether-receiver")
 }
@@ -29,7 +32,23 @@ impl TestReceiver {
 
     /// Like `start`, with extra `serve` flags (limits, rate limits).
     pub fn start_with(site: &str, serve_args: &[&str]) -> TestReceiver {
+        // The conformance run (TETHER_TEST_BACKEND=postgres) puts every site in a fresh
+        // PostgreSQL database of a throwaway cluster.
+        let db = pg::backend_is_postgres().then(|| pg::PgCluster::shared().create_db());
+        Self::start_on(site, db.as_deref(), serve_args)
+    }
+
+    /// A site whose state lives in the PostgreSQL database `db` (a connection string) when
+    /// given: `database_url` in the site's receiver.toml, so every command finds it.
+    pub fn start_on(site: &str, db: Option<&str>, serve_args: &[&str]) -> TestReceiver {
         let dir = tempfile::tempdir().expect("tempdir");
+        if let Some(db) = db {
+            std::fs::write(
+                dir.path().join("receiver.toml"),
+                format!("database_url = {db:?}\n"),
+            )
+            .expect("write receiver.toml");
+        }
         let out = Command::new(receiver_bin())
             .args(["init", "--site", site, "--json", "--dir"])
             .arg(dir.path())

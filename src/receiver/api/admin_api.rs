@@ -92,8 +92,8 @@ impl From<ApiError> for AdminError {
     }
 }
 
-impl From<rusqlite::Error> for AdminError {
-    fn from(e: rusqlite::Error) -> Self {
+impl From<crate::receiver::store::sql::Error> for AdminError {
+    fn from(e: crate::receiver::store::sql::Error) -> Self {
         AdminError(
             StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::Internal,
@@ -165,7 +165,7 @@ pub(super) async fn list_pending(State(st): State<Arc<AppState>>, req: Request) 
         let visible = st.db.read(move |c| {
             let mut out = Vec::new();
             let all = approvals::list(c, false)
-                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+                .map_err(|e| crate::receiver::store::sql::Error::Other(e.to_string()))?;
             for e in all {
                 if perms::may_approve(c, &p, target_folder(&e))? {
                     out.push(e);

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use rusqlite::{params, OptionalExtension};
+use crate::receiver::store::sql::{params, OptionalExtension};
 
 use super::audit::{audit_base, log_outcome, refused};
 use super::authn::authenticate;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use rusqlite::Connection;
+use crate::receiver::store::sql::Connection;
 
 use super::audit::{a_ip, audit_base, log_outcome, refused};
 use super::authn::{authenticate, check_rate};
