@@ -105,12 +105,20 @@ impl Principal {
     }
 }
 
-fn contact_of_folder(c: &Connection, p: &Principal, folder: &str) -> crate::receiver::store::sql::Result<bool> {
+fn contact_of_folder(
+    c: &Connection,
+    p: &Principal,
+    folder: &str,
+) -> crate::receiver::store::sql::Result<bool> {
     Ok(p.in_any(&store::folder_groups_effective(c, folder)?))
 }
 
 /// Spec §5: may `p` register the existing host `h`?
-pub fn may_register_existing(c: &Connection, p: &Principal, h: &Host) -> crate::receiver::store::sql::Result<bool> {
+pub fn may_register_existing(
+    c: &Connection,
+    p: &Principal,
+    h: &Host,
+) -> crate::receiver::store::sql::Result<bool> {
     if p.has(REGISTER_ANY_EXISTING) {
         return Ok(true);
     }
@@ -127,7 +135,11 @@ pub fn may_register_existing(c: &Connection, p: &Principal, h: &Host) -> crate::
 }
 
 /// May `p` create a new host in `folder` through registration?
-pub fn may_register_new(c: &Connection, p: &Principal, folder: &str) -> crate::receiver::store::sql::Result<bool> {
+pub fn may_register_new(
+    c: &Connection,
+    p: &Principal,
+    folder: &str,
+) -> crate::receiver::store::sql::Result<bool> {
     if p.has(REGISTER_ANY_NEW) {
         return Ok(true);
     }
@@ -140,7 +152,11 @@ pub fn may_register_new(c: &Connection, p: &Principal, folder: &str) -> crate::r
 }
 
 /// May `p` decide on a held registration whose target folder is `folder`?
-pub fn may_approve(c: &Connection, p: &Principal, folder: &str) -> crate::receiver::store::sql::Result<bool> {
+pub fn may_approve(
+    c: &Connection,
+    p: &Principal,
+    folder: &str,
+) -> crate::receiver::store::sql::Result<bool> {
     if p.has(APPROVE_ANY) {
         return Ok(true);
     }

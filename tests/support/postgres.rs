@@ -68,11 +68,33 @@ impl PgCluster {
             .expect("tempdir")
             .keep();
         let data = dir.join("data");
-        let user = std::env::var("USER")
-            .ok()
-            .filter(|u| !u.is_empty())
-            .unwrap_or_else(|| "tether".into());
-        let out = Command::new(bin.join("initdb"))
+        // PostgreSQL refuses to run as root: then the cluster belongs to `nobody`.
+        let as_root = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+        let runas: Vec<&str> = if as_root {
+            let st = Command::new("chown")
+                .args(["nobody:"])
+                .arg(&dir)
+                .status()
+                .expect("chown");
+            assert!(st.success(), "chown nobody failed");
+            vec!["runuser", "-u", "nobody", "--"]
+        } else {
+            Vec::new()
+        };
+        let user = "tether".to_string();
+        let initdb = bin.join("initdb");
+        let mut cmd = match runas.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(&initdb);
+                c
+            }
+            None => Command::new(&initdb),
+        };
+        let out = cmd
             .args(["-D"])
             .arg(&data)
             .args(["-U", &user, "-A", "trust", "-E", "UTF8", "--no-sync"])
@@ -87,9 +109,10 @@ impl PgCluster {
         let port = free_port();
         // Durability is not under test here: no fsync keeps the cluster fast on 2 cores.
         let server = format!(
-            "exec {postgres} -D {data} -p {port} -k {sock} -c listen_addresses=127.0.0.1 \
+            "exec {runas} {postgres} -D {data} -p {port} -k {sock} -c listen_addresses=127.0.0.1 \
              -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
              -c max_connections=200 -c shared_buffers=16MB",
+            runas = runas.join(" "),
             postgres = bin.join("postgres").display(),
             data = data.display(),
             sock = dir.display(),
@@ -148,7 +171,11 @@ impl PgCluster {
     /// A new empty database; returns its connection string.
     pub fn create_db(&self) -> String {
         static N: AtomicUsize = AtomicUsize::new(0);
-        let name = format!("t{}_{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst));
+        let name = format!(
+            "t{}_{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        );
         let mut c = self.client("postgres").expect("connect to postgres");
         c.batch_execute(&format!("CREATE DATABASE {name}"))
             .expect("create database");
@@ -165,4 +192,3 @@ impl PgCluster {
 pub fn backend_is_postgres() -> bool {
     std::env::var("TETHER_TEST_BACKEND").is_ok_and(|v| v == "postgres")
 }
-

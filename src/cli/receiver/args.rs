@@ -22,7 +22,12 @@ pub struct Cli {
     /// Keep the site's state in PostgreSQL (postgres://USER@HOST:PORT/DB, or key=value
     /// form) instead of DIR's SQLite file; every receiver given the same database serves
     /// one site. The password never goes here: --database-password-file or PGPASSWORD.
-    #[arg(long, global = true, env = "TETHER_RECEIVER_DATABASE", value_name = "URL")]
+    #[arg(
+        long,
+        global = true,
+        env = "TETHER_RECEIVER_DATABASE",
+        value_name = "URL"
+    )]
     pub database: Option<String>,
     /// File holding the PostgreSQL password (first line).
     #[arg(long, global = true, value_name = "FILE")]

@@ -88,7 +88,9 @@ impl TokenInfo {
 const COLUMNS: &str = "id, name, scope, host, folder, labels, created_at, expires_at, max_uses, \
                        uses, last_used_at, used_by_uuid, revoked, secret_sha256";
 
-fn row(r: &crate::receiver::store::sql::Row) -> crate::receiver::store::sql::Result<(TokenInfo, Vec<u8>)> {
+fn row(
+    r: &crate::receiver::store::sql::Row,
+) -> crate::receiver::store::sql::Result<(TokenInfo, Vec<u8>)> {
     let scope: String = r.get(2)?;
     let host: String = r.get(3)?;
     let max_uses: i64 = r.get(8)?;
@@ -261,7 +263,10 @@ pub fn lookup(
 }
 
 /// The newest token of that name.
-pub fn token_by_name(c: &Connection, name: &str) -> crate::receiver::store::sql::Result<Option<TokenInfo>> {
+pub fn token_by_name(
+    c: &Connection,
+    name: &str,
+) -> crate::receiver::store::sql::Result<Option<TokenInfo>> {
     c.query_row(
         &format!("SELECT {COLUMNS} FROM tokens WHERE name=?1 ORDER BY id DESC LIMIT 1"),
         [name],
@@ -293,7 +298,12 @@ pub fn check_secret(t: &TokenInfo, digest: &[u8], secret: &str, now: i64) -> Res
 
 /// Counts one use, inside the registration's transaction: exact under concurrency, as the
 /// site's writes are serialised. False when none was left (or it was revoked meanwhile).
-pub fn count_use(c: &Connection, id: i64, uuid: &str, now: i64) -> crate::receiver::store::sql::Result<bool> {
+pub fn count_use(
+    c: &Connection,
+    id: i64,
+    uuid: &str,
+    now: i64,
+) -> crate::receiver::store::sql::Result<bool> {
     let n = c.execute(
         "UPDATE tokens SET uses=uses+1, last_used_at=?2, used_at=COALESCE(used_at, ?2),
              used_by_uuid=?3

@@ -3,10 +3,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::receiver::store::sql::{params, OptionalExtension};
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use crate::receiver::store::sql::{params, OptionalExtension};
 
 use super::audit::a_ip;
 use super::audit::{audit_base, log_outcome, refused};

@@ -45,14 +45,10 @@ pub fn audit(c: &Connection, a: &Audit) -> sql::Result<()> {
     Ok(())
 }
 
-pub fn list_audit(
-    c: &Connection,
-    host: Option<&str>,
-    limit: i64,
-) -> sql::Result<Vec<AuditEntry>> {
+pub fn list_audit(c: &Connection, host: Option<&str>, limit: i64) -> sql::Result<Vec<AuditEntry>> {
     let mut st = c.prepare(
         "SELECT id, ts, actor, source, action, host, uuid, outcome, detail FROM audit
-         WHERE (?1 IS NULL OR host=?1) ORDER BY id DESC LIMIT ?2",
+         WHERE (CAST(?1 AS TEXT) IS NULL OR host=?1) ORDER BY id DESC LIMIT ?2",
     )?;
     let rows = st.query_map(params![host, limit], |r| {
         Ok(AuditEntry {

@@ -63,9 +63,8 @@ pub fn location(dir: &Path) -> crate::error::Result<Location> {
     }
     let cfg_path = dir.join(CONFIG_FILE);
     let cfg: SiteConfig = match std::fs::read_to_string(&cfg_path) {
-        Ok(s) => toml::from_str(&s).map_err(|e| {
-            Error::local_state(format!("invalid {}: {e}", cfg_path.display()))
-        })?,
+        Ok(s) => toml::from_str(&s)
+            .map_err(|e| Error::local_state(format!("invalid {}: {e}", cfg_path.display())))?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => SiteConfig::default(),
         Err(e) => {
             return Err(Error::local_state(format!(
@@ -105,9 +104,8 @@ impl PgTarget {
         }
         let password = match password_file {
             Some(f) => {
-                let s = std::fs::read_to_string(f).map_err(|e| {
-                    Error::local_state(format!("cannot read {}: {e}", f.display()))
-                })?;
+                let s = std::fs::read_to_string(f)
+                    .map_err(|e| Error::local_state(format!("cannot read {}: {e}", f.display())))?;
                 Some(s.lines().next().unwrap_or("").to_string())
             }
             None => std::env::var("PGPASSWORD").ok(),

@@ -80,12 +80,7 @@ pub fn insert_registration(
     insert_cert(c, serial, uuid, not_after)
 }
 
-pub fn insert_cert(
-    c: &Connection,
-    serial: &str,
-    uuid: &str,
-    not_after: i64,
-) -> sql::Result<()> {
+pub fn insert_cert(c: &Connection, serial: &str, uuid: &str, not_after: i64) -> sql::Result<()> {
     c.execute(
         "INSERT INTO certs(serial, uuid, not_after, issued_at) VALUES(?1,?2,?3,?4)",
         params![serial, uuid, not_after, now()],

@@ -373,6 +373,8 @@ impl Connection {
                     cfg.application_name("tether-receiver");
                 }
                 cfg.connect_timeout(Duration::from_secs(15));
+                // Schema upgrades are idempotent: their "already exists" notices are noise.
+                cfg.options("-c client_min_messages=warning");
                 let client = cfg.connect(postgres::NoTls)?;
                 Ok(Connection {
                     inner: Inner::Postgres {
@@ -673,9 +675,15 @@ fn from_pg_row(r: &postgres::Row) -> Result<Row> {
     for (i, col) in r.columns().iter().enumerate() {
         let v = match *col.type_() {
             Type::INT8 => r.try_get::<_, Option<i64>>(i)?.map(Value::Int),
-            Type::INT4 => r.try_get::<_, Option<i32>>(i)?.map(|x| Value::Int(x as i64)),
-            Type::INT2 => r.try_get::<_, Option<i16>>(i)?.map(|x| Value::Int(x as i64)),
-            Type::BOOL => r.try_get::<_, Option<bool>>(i)?.map(|x| Value::Int(x as i64)),
+            Type::INT4 => r
+                .try_get::<_, Option<i32>>(i)?
+                .map(|x| Value::Int(x as i64)),
+            Type::INT2 => r
+                .try_get::<_, Option<i16>>(i)?
+                .map(|x| Value::Int(x as i64)),
+            Type::BOOL => r
+                .try_get::<_, Option<bool>>(i)?
+                .map(|x| Value::Int(x as i64)),
             Type::FLOAT8 => r.try_get::<_, Option<f64>>(i)?.map(Value::Real),
             Type::FLOAT4 => r
                 .try_get::<_, Option<f32>>(i)?

@@ -53,10 +53,20 @@ impl Db {
     }
 
     /// Runs a read-only closure on a pooled connection (blocking; call from spawn_blocking).
-    pub fn read<R>(
-        &self,
-        f: impl FnOnce(&Connection) -> sql::Result<R>,
-    ) -> Result<R, DbError> {
+    pub fn read<R>(&self, f: impl FnOnce(&Connection) -> sql::Result<R>) -> Result<R, DbError> {
+        // The PostgreSQL client drives its own runtime, which must not start on a thread
+        // that is driving the server's: hand this worker's tasks elsewhere meanwhile.
+        let in_runtime = matches!(self.loc, Location::Postgres(_))
+            && tokio::runtime::Handle::try_current()
+                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if in_runtime {
+            tokio::task::block_in_place(|| self.read_now(f))
+        } else {
+            self.read_now(f)
+        }
+    }
+
+    fn read_now<R>(&self, f: impl FnOnce(&Connection) -> sql::Result<R>) -> Result<R, DbError> {
         let conn = self.readers.lock().ok().and_then(|mut v| v.pop());
         let conn = match conn {
             Some(c) => c,
