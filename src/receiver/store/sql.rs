@@ -338,7 +338,8 @@ pub struct Connection {
 enum Inner {
     Sqlite(rusqlite::Connection),
     Postgres {
-        client: RefCell<postgres::Client>,
+        // Always Some until dropped (see Drop).
+        client: RefCell<Option<postgres::Client>>,
         cache: RefCell<HashMap<String, postgres::Statement>>,
     },
 }
@@ -378,7 +379,7 @@ impl Connection {
                 let client = cfg.connect(postgres::NoTls)?;
                 Ok(Connection {
                     inner: Inner::Postgres {
-                        client: RefCell::new(client),
+                        client: RefCell::new(Some(client)),
                         cache: RefCell::new(HashMap::new()),
                     },
                 })
@@ -406,7 +407,7 @@ impl Connection {
         match &self.inner {
             Inner::Sqlite(c) => Ok(c.execute_batch(sql)?),
             Inner::Postgres { client, .. } => {
-                Ok(client.borrow_mut().batch_execute(&pg_sql(sql))?)
+                Ok(std::cell::RefMut::map(client.borrow_mut(), pg).batch_execute(&pg_sql(sql))?)
             }
         }
     }
@@ -416,7 +417,7 @@ impl Connection {
         match &self.inner {
             Inner::Sqlite(c) => Ok(c.execute_batch("BEGIN IMMEDIATE")?),
             Inner::Postgres { client, .. } => {
-                let mut c = client.borrow_mut();
+                let mut c = std::cell::RefMut::map(client.borrow_mut(), pg);
                 c.batch_execute("BEGIN")?;
                 if let Err(e) = c.execute("SELECT pg_advisory_xact_lock($1)", &[&PG_WRITE_LOCK]) {
                     let _ = c.batch_execute("ROLLBACK");
@@ -501,7 +502,7 @@ impl Connection {
         let Inner::Postgres { client, cache } = &self.inner else {
             unreachable!("pg_prepare on SQLite")
         };
-        let mut c = client.borrow_mut();
+        let mut c = std::cell::RefMut::map(client.borrow_mut(), pg);
         if let Some(st) = cache.borrow().get(sql) {
             return Ok((st.clone(), c));
         }
@@ -512,6 +513,26 @@ impl Connection {
         }
         cache.insert(sql.to_string(), st.clone());
         Ok((st, c))
+    }
+}
+
+fn pg(c: &mut Option<postgres::Client>) -> &mut postgres::Client {
+    c.as_mut().expect("PostgreSQL client present until drop")
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        // Closing the client blocks on its own runtime, which panics on a thread driving
+        // the server's: close it on a thread of its own then.
+        if let Inner::Postgres { client, .. } = &mut self.inner {
+            if let Some(c) = client.get_mut().take() {
+                if tokio::runtime::Handle::try_current().is_ok() {
+                    let _ = std::thread::spawn(move || drop(c)).join();
+                } else {
+                    drop(c);
+                }
+            }
+        }
     }
 }
 
