@@ -57,6 +57,8 @@ impl PgCluster {
         C.get_or_init(PgCluster::start)
     }
 
+    // The watchdog outlives the test process on purpose (it cleans up after it).
+    #[allow(clippy::zombie_processes)]
     pub fn start() -> PgCluster {
         let bin = pg_bin_dir().expect(
             "PostgreSQL is not installed (Debian: apt-get install postgresql; .ci/run does it)",

@@ -335,6 +335,8 @@ pub struct Connection {
     inner: Inner,
 }
 
+// One per connection, never in bulk: the size difference does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Inner {
     Sqlite(rusqlite::Connection),
     Postgres {
