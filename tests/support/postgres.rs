@@ -82,7 +82,13 @@ impl PgCluster {
                 .status()
                 .expect("chown");
             assert!(st.success(), "chown nobody failed");
-            vec!["runuser", "-u", "nobody", "--"]
+            // setpriv execs in place (runuser would fork and not pass SIGINT on).
+            vec![
+                "setpriv",
+                "--reuid=nobody",
+                "--regid=nogroup",
+                "--clear-groups",
+            ]
         } else {
             Vec::new()
         };
