@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use rusqlite::Connection;
+use crate::receiver::store::sql::Connection;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -392,20 +392,19 @@ struct DryRun(Vec<ApplyChange>);
 pub fn run(dir: &Path, file: &Path, dry_run: bool) -> Result<ApplyOut> {
     let f = parse(file)?;
     let base = file.parent().unwrap_or(Path::new(".")).to_path_buf();
-    let mut c = store::open_db(dir)?;
+    let c = store::open_db(dir)?;
     admin::site(&c)?;
+    c.begin_write()?;
     let result: Result<Vec<ApplyChange>, Result<DryRun, Error>> = (|| {
-        let tx = c
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(|e| Err(Error::from(e)))?;
-        let changes = converge(&tx, &f, &base).map_err(Err)?;
+        let tx = &c;
+        let changes = converge(tx, &f, &base).map_err(Err)?;
         if dry_run {
-            // Dropping the transaction rolls it back.
+            // Rolled back below.
             return Err(Ok(DryRun(changes)));
         }
         if !changes.is_empty() {
             store::audit(
-                &tx,
+                tx,
                 &store::Audit {
                     actor: "admin".into(),
                     source: "cli".into(),
@@ -417,9 +416,13 @@ pub fn run(dir: &Path, file: &Path, dry_run: bool) -> Result<ApplyOut> {
             )
             .map_err(|e| Err(Error::from(e)))?;
         }
-        tx.commit().map_err(|e| Err(Error::from(e)))?;
+        tx.execute_batch("COMMIT")
+            .map_err(|e| Err(Error::from(e)))?;
         Ok(changes)
     })();
+    if result.is_err() {
+        let _ = c.execute_batch("ROLLBACK");
+    }
     let changes = match result {
         Ok(ch) => ch,
         Err(Ok(DryRun(ch))) => ch,

@@ -3,7 +3,7 @@
 //! caller's transaction and decides exactly once: a row that is no longer `pending` is refused.
 use std::collections::BTreeMap;
 
-use rusqlite::{params, Connection, OptionalExtension};
+use crate::receiver::store::sql::{params, Connection, OptionalExtension};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -54,7 +54,7 @@ pub fn list(c: &Connection, all: bool) -> Result<Vec<PendingInfo>> {
             created_at: r.get(9)?,
         })
     })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    Ok(rows.collect::<crate::receiver::store::sql::Result<_>>()?)
 }
 
 pub fn get(c: &Connection, uuid: &str) -> Result<Option<PendingInfo>> {

@@ -76,7 +76,7 @@ fn client_config(keys: &SiteKeys) -> Result<ClientConfig> {
         .map_err(|e| Error::local_state(format!("site certificate: {e}")))
 }
 
-fn targets(c: &rusqlite::Connection, a: &FetchOptions) -> Result<Vec<Target>> {
+fn targets(c: &crate::receiver::store::Connection, a: &FetchOptions) -> Result<Vec<Target>> {
     let now = store::now();
     let hosts = match &a.host {
         Some(h) => {

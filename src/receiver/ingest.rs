@@ -2,12 +2,12 @@
 //! agent output per host that pushes and pulls share.
 use std::sync::Arc;
 
+use crate::receiver::store::sql::{params, Connection, OptionalExtension};
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, Multipart, Path, Request, State};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use rusqlite::{params, Connection, OptionalExtension};
 
 use super::api::{mtls, read_body, ApiError, AppState};
 use super::store;
@@ -15,7 +15,12 @@ use crate::wire::api::{AGENT_DATA_FIELD, COMPRESSION_HEADER};
 use crate::wire::compression::{self, Compression};
 use crate::wire::WireError;
 
-pub fn store_output(c: &Connection, host: &str, via: &str, data: &[u8]) -> rusqlite::Result<()> {
+pub fn store_output(
+    c: &Connection,
+    host: &str,
+    via: &str,
+    data: &[u8],
+) -> crate::receiver::store::sql::Result<()> {
     c.execute(
         "INSERT INTO agent_data(host, received_at, via, data) VALUES(?1,?2,?3,?4)
          ON CONFLICT(host) DO UPDATE SET received_at=excluded.received_at, via=excluded.via, data=excluded.data",
@@ -28,7 +33,7 @@ pub fn store_output(c: &Connection, host: &str, via: &str, data: &[u8]) -> rusql
 pub fn latest_output(
     c: &Connection,
     host: &str,
-) -> rusqlite::Result<Option<(i64, String, Vec<u8>)>> {
+) -> crate::receiver::store::sql::Result<Option<(i64, String, Vec<u8>)>> {
     c.query_row(
         "SELECT received_at, via, data FROM agent_data WHERE host=?1",
         [host],

@@ -1,6 +1,6 @@
 //! Roles, permissions and the registration permission checks (spec §5, plus the identity
 //! lock). Permission names follow Checkmk's so operators recognise them.
-use rusqlite::Connection;
+use crate::receiver::store::sql::Connection;
 
 use super::store::{self, Host, User};
 
@@ -91,7 +91,7 @@ pub struct Principal {
 }
 
 impl Principal {
-    pub fn load(c: &Connection, user: User) -> rusqlite::Result<Principal> {
+    pub fn load(c: &Connection, user: User) -> crate::receiver::store::sql::Result<Principal> {
         let permissions = store::get_role(c, &user.role)?
             .map(|r| r.permissions)
             .unwrap_or_default();
@@ -105,12 +105,20 @@ impl Principal {
     }
 }
 
-fn contact_of_folder(c: &Connection, p: &Principal, folder: &str) -> rusqlite::Result<bool> {
+fn contact_of_folder(
+    c: &Connection,
+    p: &Principal,
+    folder: &str,
+) -> crate::receiver::store::sql::Result<bool> {
     Ok(p.in_any(&store::folder_groups_effective(c, folder)?))
 }
 
 /// Spec §5: may `p` register the existing host `h`?
-pub fn may_register_existing(c: &Connection, p: &Principal, h: &Host) -> rusqlite::Result<bool> {
+pub fn may_register_existing(
+    c: &Connection,
+    p: &Principal,
+    h: &Host,
+) -> crate::receiver::store::sql::Result<bool> {
     if p.has(REGISTER_ANY_EXISTING) {
         return Ok(true);
     }
@@ -127,7 +135,11 @@ pub fn may_register_existing(c: &Connection, p: &Principal, h: &Host) -> rusqlit
 }
 
 /// May `p` create a new host in `folder` through registration?
-pub fn may_register_new(c: &Connection, p: &Principal, folder: &str) -> rusqlite::Result<bool> {
+pub fn may_register_new(
+    c: &Connection,
+    p: &Principal,
+    folder: &str,
+) -> crate::receiver::store::sql::Result<bool> {
     if p.has(REGISTER_ANY_NEW) {
         return Ok(true);
     }
@@ -140,7 +152,11 @@ pub fn may_register_new(c: &Connection, p: &Principal, folder: &str) -> rusqlite
 }
 
 /// May `p` decide on a held registration whose target folder is `folder`?
-pub fn may_approve(c: &Connection, p: &Principal, folder: &str) -> rusqlite::Result<bool> {
+pub fn may_approve(
+    c: &Connection,
+    p: &Principal,
+    folder: &str,
+) -> crate::receiver::store::sql::Result<bool> {
     if p.has(APPROVE_ANY) {
         return Ok(true);
     }

@@ -4,7 +4,7 @@
 //! Shared by the admin API, the web console and the local CLI (which sees everything).
 use std::collections::{HashMap, HashSet};
 
-use rusqlite::{params, Connection};
+use super::store::sql::{self, params, Connection};
 use schemars::JsonSchema;
 use serde::Serialize;
 
@@ -28,7 +28,7 @@ pub enum Scope {
 impl Scope {
     /// The scope of `p`, computed once per request (folder rights are checked per folder, not
     /// per row).
-    pub fn of(c: &Connection, p: &Principal) -> rusqlite::Result<Scope> {
+    pub fn of(c: &Connection, p: &Principal) -> sql::Result<Scope> {
         if p.has(perms::APPROVE_ANY) {
             return Ok(Scope::Everything);
         }
@@ -39,7 +39,7 @@ impl Scope {
             });
         }
         let mut folders: HashMap<String, bool> = HashMap::new();
-        let mut may = |folder: &str| -> rusqlite::Result<bool> {
+        let mut may = |folder: &str| -> sql::Result<bool> {
             if let Some(v) = folders.get(folder) {
                 return Ok(*v);
             }
@@ -90,8 +90,8 @@ impl Scope {
     }
 }
 
-fn to_sql(e: Error) -> rusqlite::Error {
-    rusqlite::Error::ToSqlConversionFailure(Box::new(e))
+fn to_sql(e: Error) -> sql::Error {
+    sql::Error::Other(e.to_string())
 }
 
 /// The folder that decides who may approve a held registration.
@@ -100,7 +100,7 @@ pub fn target_folder(p: &PendingInfo) -> &str {
 }
 
 /// The held registrations `p` may decide on (undecided ones unless `all`), oldest first.
-pub fn pending_for(c: &Connection, p: &Principal, all: bool) -> rusqlite::Result<Vec<PendingInfo>> {
+pub fn pending_for(c: &Connection, p: &Principal, all: bool) -> sql::Result<Vec<PendingInfo>> {
     let mut out = Vec::new();
     for e in approvals::list(c, all).map_err(to_sql)? {
         if perms::may_approve(c, p, target_folder(&e))? {
@@ -128,7 +128,7 @@ pub fn list(
     c: &Connection,
     scope: &Scope,
     host: Option<&str>,
-) -> rusqlite::Result<Vec<RegistrationInfo>> {
+) -> sql::Result<Vec<RegistrationInfo>> {
     let now = store::now();
     let regs = match host {
         Some(h) => store::registrations_of_host(c, h)?,
@@ -197,42 +197,57 @@ pub struct AuditPage {
 /// Largest page of the audit log.
 pub const MAX_AUDIT_PAGE: i64 = 1000;
 
+/// Rows read per query while filtering the audit log.
+const AUDIT_BATCH: i64 = 500;
+
 /// Up to `limit` visible audit rows with an id below `before` (all if None), newest first.
 pub fn audit_page(
     c: &Connection,
     scope: &Scope,
     limit: i64,
     before: Option<i64>,
-) -> rusqlite::Result<AuditPage> {
+) -> sql::Result<AuditPage> {
     let limit = limit.clamp(1, MAX_AUDIT_PAGE) as usize;
     let mut st = c.prepare(
         "SELECT id, ts, actor, source, action, host, uuid, outcome, detail FROM audit
-         WHERE (?1 IS NULL OR id < ?1) ORDER BY id DESC",
+         WHERE (CAST(?1 AS BIGINT) IS NULL OR id < ?1) ORDER BY id DESC LIMIT ?2",
     )?;
-    let mut rows = st.query(params![before])?;
     let mut entries = Vec::new();
     let mut more = false;
-    // Rows are read lazily: a narrow scope scans further, but never more than the log holds.
-    while let Some(r) = rows.next()? {
-        let e = AuditEntry {
-            id: r.get(0)?,
-            ts: r.get(1)?,
-            actor: r.get(2)?,
-            source: r.get(3)?,
-            action: r.get(4)?,
-            host: r.get(5)?,
-            uuid: r.get(6)?,
-            outcome: r.get(7)?,
-            detail: r.get(8)?,
-        };
-        if !scope.sees_audit(&e) {
-            continue;
+    let mut cursor = before;
+    // Read in batches: a narrow scope scans further, but never more than the log holds.
+    'scan: loop {
+        let batch: Vec<AuditEntry> = st
+            .query_map(params![cursor, AUDIT_BATCH], |r| {
+                Ok(AuditEntry {
+                    id: r.get(0)?,
+                    ts: r.get(1)?,
+                    actor: r.get(2)?,
+                    source: r.get(3)?,
+                    action: r.get(4)?,
+                    host: r.get(5)?,
+                    uuid: r.get(6)?,
+                    outcome: r.get(7)?,
+                    detail: r.get(8)?,
+                })
+            })?
+            .collect::<sql::Result<_>>()?;
+        let Some(last) = batch.last() else { break };
+        cursor = Some(last.id);
+        let full = batch.len() as i64 == AUDIT_BATCH;
+        for e in batch {
+            if !scope.sees_audit(&e) {
+                continue;
+            }
+            if entries.len() == limit {
+                more = true;
+                break 'scan;
+            }
+            entries.push(e);
         }
-        if entries.len() == limit {
-            more = true;
+        if !full {
             break;
         }
-        entries.push(e);
     }
     let next_before = if more {
         entries.last().map(|e| e.id)

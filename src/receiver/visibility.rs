@@ -3,7 +3,7 @@
 //! (`perms::may_approve`). Everything outside them is absent, never refused by name.
 use std::collections::HashMap;
 
-use rusqlite::{Connection, OptionalExtension};
+use super::store::sql::{Connection, OptionalExtension};
 
 use super::approvals::{self, Decider, PendingInfo};
 use super::perms::{self, Principal};
@@ -41,7 +41,7 @@ impl<'a> Scope<'a> {
         }
     }
 
-    fn folder(&mut self, f: &str) -> rusqlite::Result<bool> {
+    fn folder(&mut self, f: &str) -> super::store::sql::Result<bool> {
         if let Some(v) = self.folders.get(f) {
             return Ok(*v);
         }
@@ -51,7 +51,7 @@ impl<'a> Scope<'a> {
     }
 
     /// A host that no longer exists belongs to no folder: only `approve_any` sees it.
-    fn host(&mut self, name: &str) -> rusqlite::Result<bool> {
+    fn host(&mut self, name: &str) -> super::store::sql::Result<bool> {
         match store::get_host(self.c, name)? {
             Some(h) => self.folder(&h.folder),
             None => Ok(self.p.has(perms::APPROVE_ANY)),
@@ -65,7 +65,7 @@ pub fn target_folder(p: &PendingInfo) -> &str {
 }
 
 /// The rule recorded when the registration was held (the `register_new` audit entry).
-pub fn holding_rule(c: &Connection, uuid: &str) -> rusqlite::Result<Option<String>> {
+pub fn holding_rule(c: &Connection, uuid: &str) -> super::store::sql::Result<Option<String>> {
     let detail: Option<String> = c
         .query_row(
             "SELECT detail FROM audit WHERE uuid=?1 AND action='register_new'

@@ -9,6 +9,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[path = "../support/postgres.rs"]
+pub mod pg;
+
 pub fn receiver_bin() -> &'static str {
     env!("CARGO_BIN_EXE_tether-receiver")
 }
@@ -29,7 +32,23 @@ impl TestReceiver {
 
     /// Like `start`, with extra `serve` flags (limits, rate limits).
     pub fn start_with(site: &str, serve_args: &[&str]) -> TestReceiver {
+        // The conformance run (TETHER_TEST_BACKEND=postgres) puts every site in a fresh
+        // PostgreSQL database of a throwaway cluster.
+        let db = pg::backend_is_postgres().then(|| pg::PgCluster::shared().create_db());
+        Self::start_on(site, db.as_deref(), serve_args)
+    }
+
+    /// A site whose state lives in the PostgreSQL database `db` (a connection string) when
+    /// given: `database_url` in the site's receiver.toml, so every command finds it.
+    pub fn start_on(site: &str, db: Option<&str>, serve_args: &[&str]) -> TestReceiver {
         let dir = tempfile::tempdir().expect("tempdir");
+        if let Some(db) = db {
+            std::fs::write(
+                dir.path().join("receiver.toml"),
+                format!("database_url = {db:?}\n"),
+            )
+            .expect("write receiver.toml");
+        }
         let out = Command::new(receiver_bin())
             .args(["init", "--site", site, "--json", "--dir"])
             .arg(dir.path())
@@ -131,6 +150,53 @@ impl TestReceiver {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Another `serve` process on the same site directory (and so the same database): the
+    /// second receiver of a site on PostgreSQL. Stopped when dropped.
+    pub fn spawn_peer(&self) -> Peer {
+        let ready = self.dir.path().join(format!(
+            "ready-peer-{}",
+            PEERS.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        ));
+        let child = Command::new(receiver_bin())
+            .args(["serve", "--listen", "127.0.0.1:0", "--ready-file"])
+            .arg(&ready)
+            .arg("--dir")
+            .arg(self.dir.path())
+            .args(&self.extra_serve_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(if std::env::var_os("TETHER_TEST_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            .spawn()
+            .expect("spawn serve");
+        let mut peer = Peer {
+            child,
+            addr: "127.0.0.1:1".parse().expect("addr"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(s) = std::fs::read_to_string(&ready) {
+                if let Ok(a) = s.trim().parse() {
+                    peer.addr = a;
+                    return peer;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "peer receiver did not become ready"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The URL of `endpoint` on the receiver listening at `addr` (this one or a peer).
+    pub fn url_at(&self, addr: SocketAddr, endpoint: &str) -> String {
+        format!("https://{addr}/{}/agent-receiver/{endpoint}", self.site)
     }
 
     pub fn server(&self) -> String {
@@ -290,6 +356,20 @@ impl TestReceiver {
             &serde_json::json!({"uuid": uuid, "csr": csr, "host_name": host}),
         );
         (st, body, key)
+    }
+}
+
+static PEERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+pub struct Peer {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -336,7 +336,7 @@ pub(super) fn token_cmd(json: bool, dir: &Path, c: TokenCmd) -> i32 {
 }
 
 fn audit_token(
-    c: &rusqlite::Connection,
+    c: &crate::receiver::store::Connection,
     t: &admin::TokenInfo,
     action: &str,
     outcome: &str,

@@ -19,6 +19,19 @@ pub struct Cli {
     /// Receiver directory (keys and database).
     #[arg(long, global = true, env = "TETHER_RECEIVER_DIR")]
     pub dir: Option<PathBuf>,
+    /// Keep the site's state in PostgreSQL (postgres://USER@HOST:PORT/DB, or key=value
+    /// form) instead of DIR's SQLite file; every receiver given the same database serves
+    /// one site. The password never goes here: --database-password-file or PGPASSWORD.
+    #[arg(
+        long,
+        global = true,
+        env = "TETHER_RECEIVER_DATABASE",
+        value_name = "URL"
+    )]
+    pub database: Option<String>,
+    /// File holding the PostgreSQL password (first line).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub database_password_file: Option<PathBuf>,
     /// Log format on stderr: text (colour only on a terminal; no timestamps when stderr is
     /// the systemd journal) or json (one object per line, for log shippers).
     #[arg(long, global = true, value_enum, value_name = "FORMAT")]

@@ -150,6 +150,20 @@ pub fn main() -> i32 {
     run(cli)
 }
 
+/// `--database`: PostgreSQL for this process's state; the password from a file or the
+/// environment, and refused inside the URL (it would sit on the command line).
+fn select_database(cli: &Cli) -> Result<()> {
+    let Some(url) = &cli.database else {
+        if cli.database_password_file.is_some() {
+            return Err(Error::usage("--database-password-file needs --database"));
+        }
+        return Ok(());
+    };
+    let t = crate::receiver::store::PgTarget::new(url, cli.database_password_file.as_deref())?;
+    crate::receiver::store::use_postgres(t);
+    Ok(())
+}
+
 fn emit<T: Render>(json: bool, r: Result<T>) -> i32 {
     finish(json, r)
 }
@@ -202,6 +216,9 @@ pub fn run(cli: Cli) -> i32 {
             )
         }
     };
+    if let Err(e) = select_database(&cli) {
+        return emit::<FingerprintOut>(json, Err(e));
+    }
     match cli.command {
         Command::Init(a) => emit(json, init(&dir, a)),
         Command::Fingerprint => emit(json, fingerprint(&dir)),

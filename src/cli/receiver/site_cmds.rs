@@ -18,8 +18,10 @@ pub(super) fn init(dir: &Path, a: InitArgs) -> Result<InitOut> {
     std::fs::create_dir_all(dir)
         .map_err(|e| Error::local_state(format!("cannot create {}: {e}", dir.display())))?;
     // Check the site before creating keys, so a mismatched re-init changes nothing.
+    let loc = store::location(dir)?;
     let dbp = store::db_path(dir);
-    if dbp.exists() {
+    let is_sqlite = matches!(loc, store::Location::Sqlite(_));
+    if !is_sqlite || dbp.exists() {
         let c = open_db(dir)?;
         if let Some(s) = store::get_setting(&c, admin::SETTING_SITE)? {
             if s != a.site {
@@ -36,11 +38,11 @@ pub(super) fn init(dir: &Path, a: InitArgs) -> Result<InitOut> {
     }
     let created = ca::init(dir, &a.site, &a.sans).map_err(|e| Error::local_state(e.to_string()))?;
     let lifetime = a.cert_lifetime.as_secs().max(3600) as i64;
-    let db_new = !dbp.exists();
-    let mut c = store::open(&dbp)
+    let db_new = is_sqlite && !dbp.exists();
+    let mut c = store::open(&loc)
         .map_err(|e| Error::local_state(format!("cannot create database: {e}")))?;
     #[cfg(unix)]
-    {
+    if is_sqlite {
         use std::os::unix::fs::PermissionsExt;
         let _ = std::fs::set_permissions(&dbp, std::fs::Permissions::from_mode(0o600));
     }
@@ -78,7 +80,7 @@ pub(super) fn serve(dir: &Path, a: ServeArgs) -> Result<ServeOut> {
     let (site, lifetime) = read(dir, |c| Ok((admin::site(c)?, admin::cert_lifetime(c)?)))?;
     let keys = ca::SiteKeys::load(dir).map_err(|e| Error::local_state(e.to_string()))?;
     let db =
-        store::Db::open(&store::db_path(dir)).map_err(|e| Error::local_state(e.to_string()))?;
+        store::Db::open(&store::location(dir)?).map_err(|e| Error::local_state(e.to_string()))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -1,5 +1,5 @@
 //! Folders.
-use rusqlite::{params, Connection};
+use crate::receiver::store::sql::{params, Connection};
 
 use super::*;
 

@@ -1,5 +1,5 @@
 //! Hosts and their registrations.
-use rusqlite::Connection;
+use crate::receiver::store::sql::Connection;
 use serde::{Deserialize, Serialize};
 
 use super::*;

@@ -16,7 +16,7 @@ pub use self::users::*;
 
 use std::collections::BTreeMap;
 
-use rusqlite::{params, Connection};
+use crate::receiver::store::sql::{params, Connection};
 
 use super::perms;
 use super::store::{self, Folder, Host, Role, User};
@@ -31,7 +31,7 @@ pub const DEFAULT_CERT_LIFETIME: i64 = 90 * 86400;
 
 /// Creates the schema, built-in roles and the root folder; leaves existing data alone.
 pub fn init_db(c: &Connection, site: &str, lifetime_secs: i64) -> Result<bool> {
-    store::migrate(c)?;
+    store::migrate_in_tx(c)?;
     let mut changed = false;
     match store::get_setting(c, SETTING_SITE)? {
         Some(s) if s != site => {

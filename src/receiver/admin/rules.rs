@@ -1,5 +1,5 @@
 //! Auto-registration rules for new hosts.
-use rusqlite::{params, Connection};
+use crate::receiver::store::sql::{params, Connection};
 use serde::{Deserialize, Serialize};
 
 use super::*;
@@ -107,7 +107,7 @@ pub fn rules(c: &Connection) -> Result<Vec<Rule>> {
             mode: r.get(6)?,
         })
     })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    Ok(rows.collect::<crate::receiver::store::sql::Result<_>>()?)
 }
 
 /// Replaces the whole ordered rule list; unchanged → false.

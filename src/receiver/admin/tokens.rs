@@ -8,7 +8,7 @@
 //! Only the secret's SHA-256 is stored; the secret is shown once.
 use std::collections::BTreeMap;
 
-use rusqlite::{params, Connection, OptionalExtension};
+use crate::receiver::store::sql::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
 use super::*;
@@ -88,7 +88,9 @@ impl TokenInfo {
 const COLUMNS: &str = "id, name, scope, host, folder, labels, created_at, expires_at, max_uses, \
                        uses, last_used_at, used_by_uuid, revoked, secret_sha256";
 
-fn row(r: &rusqlite::Row) -> rusqlite::Result<(TokenInfo, Vec<u8>)> {
+fn row(
+    r: &crate::receiver::store::sql::Row,
+) -> crate::receiver::store::sql::Result<(TokenInfo, Vec<u8>)> {
     let scope: String = r.get(2)?;
     let host: String = r.get(3)?;
     let max_uses: i64 = r.get(8)?;
@@ -201,10 +203,10 @@ pub fn create_token(
     };
     let t = store::now();
     let expires = t + spec.ttl_secs;
-    c.execute(
+    let id: i64 = c.query_row(
         "INSERT INTO tokens(name, scope, host, folder, labels, secret_sha256, created_at,
              expires_at, max_uses)
-         VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9)",
+         VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9) RETURNING id",
         params![
             spec.name,
             scope,
@@ -216,21 +218,22 @@ pub fn create_token(
             expires,
             max_uses
         ],
+        |r| r.get(0),
     )?;
-    Ok((c.last_insert_rowid(), secret, expires))
+    Ok((id, secret, expires))
 }
 
 pub fn tokens(c: &Connection) -> Result<Vec<TokenInfo>> {
     let mut st = c.prepare(&format!("SELECT {COLUMNS} FROM tokens ORDER BY id"))?;
     let rows = st.query_map([], |r| row(r).map(|x| x.0))?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    Ok(rows.collect::<crate::receiver::store::sql::Result<_>>()?)
 }
 
 /// A token with its secret's digest, for authentication.
 pub fn token_with_digest(
     c: &Connection,
     id: i64,
-) -> rusqlite::Result<Option<(TokenInfo, Vec<u8>)>> {
+) -> crate::receiver::store::sql::Result<Option<(TokenInfo, Vec<u8>)>> {
     c.query_row(
         &format!("SELECT {COLUMNS} FROM tokens WHERE id=?1"),
         [id],
@@ -243,7 +246,7 @@ pub fn token_with_digest(
 pub fn lookup(
     c: &Connection,
     r: &crate::receiver::auth::TokenRef,
-) -> rusqlite::Result<Option<(TokenInfo, Vec<u8>)>> {
+) -> crate::receiver::store::sql::Result<Option<(TokenInfo, Vec<u8>)>> {
     use crate::receiver::auth::TokenRef;
     match r {
         TokenRef::Id(id) => token_with_digest(c, *id),
@@ -260,7 +263,10 @@ pub fn lookup(
 }
 
 /// The newest token of that name.
-pub fn token_by_name(c: &Connection, name: &str) -> rusqlite::Result<Option<TokenInfo>> {
+pub fn token_by_name(
+    c: &Connection,
+    name: &str,
+) -> crate::receiver::store::sql::Result<Option<TokenInfo>> {
     c.query_row(
         &format!("SELECT {COLUMNS} FROM tokens WHERE name=?1 ORDER BY id DESC LIMIT 1"),
         [name],
@@ -292,7 +298,12 @@ pub fn check_secret(t: &TokenInfo, digest: &[u8], secret: &str, now: i64) -> Res
 
 /// Counts one use, inside the registration's transaction: exact under concurrency, as the
 /// site's writes are serialised. False when none was left (or it was revoked meanwhile).
-pub fn count_use(c: &Connection, id: i64, uuid: &str, now: i64) -> rusqlite::Result<bool> {
+pub fn count_use(
+    c: &Connection,
+    id: i64,
+    uuid: &str,
+    now: i64,
+) -> crate::receiver::store::sql::Result<bool> {
     let n = c.execute(
         "UPDATE tokens SET uses=uses+1, last_used_at=?2, used_at=COALESCE(used_at, ?2),
              used_by_uuid=?3

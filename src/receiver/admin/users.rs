@@ -1,5 +1,5 @@
 //! Users, roles and contact groups.
-use rusqlite::{params, Connection, OptionalExtension};
+use crate::receiver::store::sql::{params, Connection, OptionalExtension};
 
 use super::*;
 

@@ -93,8 +93,8 @@ impl From<ApiError> for AdminError {
     }
 }
 
-impl From<rusqlite::Error> for AdminError {
-    fn from(e: rusqlite::Error) -> Self {
+impl From<crate::receiver::store::sql::Error> for AdminError {
+    fn from(e: crate::receiver::store::sql::Error) -> Self {
         AdminError(
             StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::Internal,
@@ -166,7 +166,7 @@ pub(super) async fn list_pending(State(st): State<Arc<AppState>>, req: Request) 
         let visible = st.db.read(move |c| {
             let mut out = Vec::new();
             let all = approvals::list(c, false)
-                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+                .map_err(|e| crate::receiver::store::sql::Error::Other(e.to_string()))?;
             for e in all {
                 if perms::may_approve(c, &p, target_folder(&e))? {
                     out.push(e);
@@ -311,7 +311,7 @@ fn query<T: serde::de::DeserializeOwned>(req: &Request) -> Result<T, AdminError>
 fn read_scoped<R: Send + 'static>(
     st: &Arc<AppState>,
     p: Principal,
-    f: impl FnOnce(&rusqlite::Connection, &Scope) -> rusqlite::Result<R>,
+    f: impl FnOnce(&crate::receiver::store::sql::Connection, &Scope) -> crate::receiver::store::sql::Result<R>,
 ) -> Result<R, AdminError> {
     Ok(st.db.read(move |c| {
         let scope = Scope::of(c, &p)?;

@@ -4,10 +4,10 @@
 //! approval queue like a held new host.
 use std::sync::Arc;
 
+use crate::receiver::store::sql::{params, OptionalExtension};
 use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use rusqlite::{params, OptionalExtension};
 
 use super::audit::{audit_base, log_outcome, refused};
 use super::authn::authenticate;

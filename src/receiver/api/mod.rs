@@ -141,8 +141,8 @@ impl ApiError {
     }
 }
 
-impl From<rusqlite::Error> for ApiError {
-    fn from(e: rusqlite::Error) -> Self {
+impl From<crate::receiver::store::sql::Error> for ApiError {
+    fn from(e: crate::receiver::store::sql::Error) -> Self {
         ApiError::internal(e)
     }
 }

@@ -2,10 +2,10 @@
 //! already exists, authenticated by a user or by a one-time token.
 use std::sync::Arc;
 
+use crate::receiver::store::sql::Connection;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use rusqlite::Connection;
 
 use super::audit::{a_ip, audit_base, log_outcome, refused};
 use super::authn::{authenticate, check_rate};

@@ -3,10 +3,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::receiver::store::sql::{params, OptionalExtension};
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use rusqlite::{params, OptionalExtension};
 
 use super::audit::a_ip;
 use super::audit::{audit_base, log_outcome, refused};
@@ -158,7 +158,7 @@ async fn new_who(st: &Arc<AppState>, headers: &HeaderMap, a: &mut Audit) -> ApiR
 /// Authenticates a token for `register_new` and checks what does not depend on the rules:
 /// kind and required labels. Refusals count no use.
 fn token_for_new(
-    c: &rusqlite::Connection,
+    c: &crate::receiver::store::Connection,
     tref: &auth::TokenRef,
     secret: &str,
     labels: &BTreeMap<String, String>,

@@ -458,7 +458,7 @@ async fn decide<R: Send + 'static>(
     st: &AppState,
     a: &Authed,
     back: &str,
-    f: impl FnOnce(&rusqlite::Connection) -> crate::error::Result<R> + Send + 'static,
+    f: impl FnOnce(&crate::receiver::store::sql::Connection) -> crate::error::Result<R> + Send + 'static,
     ok: impl FnOnce(R) -> String,
 ) -> Response {
     let Ok(con) = console(st) else {

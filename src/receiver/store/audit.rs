@@ -1,5 +1,4 @@
 //! The audit log.
-use rusqlite::{params, Connection};
 use serde::{Deserialize, Serialize};
 
 use super::*;
@@ -28,7 +27,7 @@ pub struct Audit {
     pub detail: String,
 }
 
-pub fn audit(c: &Connection, a: &Audit) -> rusqlite::Result<()> {
+pub fn audit(c: &Connection, a: &Audit) -> sql::Result<()> {
     c.execute(
         "INSERT INTO audit(ts, actor, source, action, host, uuid, outcome, detail)
          VALUES(?1,?2,?3,?4,?5,?6,?7,?8)",
@@ -46,14 +45,10 @@ pub fn audit(c: &Connection, a: &Audit) -> rusqlite::Result<()> {
     Ok(())
 }
 
-pub fn list_audit(
-    c: &Connection,
-    host: Option<&str>,
-    limit: i64,
-) -> rusqlite::Result<Vec<AuditEntry>> {
+pub fn list_audit(c: &Connection, host: Option<&str>, limit: i64) -> sql::Result<Vec<AuditEntry>> {
     let mut st = c.prepare(
         "SELECT id, ts, actor, source, action, host, uuid, outcome, detail FROM audit
-         WHERE (?1 IS NULL OR host=?1) ORDER BY id DESC LIMIT ?2",
+         WHERE (CAST(?1 AS TEXT) IS NULL OR host=?1) ORDER BY id DESC LIMIT ?2",
     )?;
     let rows = st.query_map(params![host, limit], |r| {
         Ok(AuditEntry {
@@ -68,7 +63,7 @@ pub fn list_audit(
             detail: r.get(8)?,
         })
     })?;
-    let mut v: Vec<AuditEntry> = rows.collect::<rusqlite::Result<_>>()?;
+    let mut v: Vec<AuditEntry> = rows.collect::<sql::Result<_>>()?;
     v.reverse();
     Ok(v)
 }

@@ -1,5 +1,4 @@
 //! The folder tree and its inherited contact groups.
-use rusqlite::{Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
 use super::*;
@@ -10,14 +9,14 @@ pub struct Folder {
     pub contact_groups: Vec<String>,
 }
 
-fn folder_row(r: &rusqlite::Row) -> rusqlite::Result<Folder> {
+fn folder_row(r: &sql::Row) -> sql::Result<Folder> {
     Ok(Folder {
         path: r.get(0)?,
         contact_groups: json_list(&r.get::<_, String>(1)?),
     })
 }
 
-pub fn get_folder(c: &Connection, path: &str) -> rusqlite::Result<Option<Folder>> {
+pub fn get_folder(c: &Connection, path: &str) -> sql::Result<Option<Folder>> {
     c.query_row(
         "SELECT path, contact_groups FROM folders WHERE path=?1",
         [path],
@@ -26,13 +25,13 @@ pub fn get_folder(c: &Connection, path: &str) -> rusqlite::Result<Option<Folder>
     .optional()
 }
 
-pub fn list_folders(c: &Connection) -> rusqlite::Result<Vec<Folder>> {
+pub fn list_folders(c: &Connection) -> sql::Result<Vec<Folder>> {
     let mut st = c.prepare("SELECT path, contact_groups FROM folders ORDER BY path")?;
     let rows = st.query_map([], folder_row)?;
     rows.collect()
 }
 
-pub fn folder_groups_effective(c: &Connection, path: &str) -> rusqlite::Result<Vec<String>> {
+pub fn folder_groups_effective(c: &Connection, path: &str) -> sql::Result<Vec<String>> {
     let mut out: Vec<String> = Vec::new();
     for p in folder_ancestry(path) {
         if let Some(f) = get_folder(c, &p)? {

@@ -1,5 +1,4 @@
 //! Hosts and their effective contact groups.
-use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
 use super::*;
@@ -17,7 +16,7 @@ pub struct Host {
     pub agent_port: Option<u16>,
 }
 
-fn host_row(r: &rusqlite::Row) -> rusqlite::Result<Host> {
+fn host_row(r: &sql::Row) -> sql::Result<Host> {
     Ok(Host {
         name: r.get(0)?,
         folder: r.get(1)?,
@@ -32,7 +31,7 @@ fn host_row(r: &rusqlite::Row) -> rusqlite::Result<Host> {
 
 const HOST_COLS: &str = "name, folder, contact_groups, site, cluster, mode, address, agent_port";
 
-pub fn get_host(c: &Connection, name: &str) -> rusqlite::Result<Option<Host>> {
+pub fn get_host(c: &Connection, name: &str) -> sql::Result<Option<Host>> {
     c.query_row(
         &format!("SELECT {HOST_COLS} FROM hosts WHERE name=?1"),
         [name],
@@ -41,13 +40,13 @@ pub fn get_host(c: &Connection, name: &str) -> rusqlite::Result<Option<Host>> {
     .optional()
 }
 
-pub fn list_hosts(c: &Connection) -> rusqlite::Result<Vec<Host>> {
+pub fn list_hosts(c: &Connection) -> sql::Result<Vec<Host>> {
     let mut st = c.prepare(&format!("SELECT {HOST_COLS} FROM hosts ORDER BY name"))?;
     let rows = st.query_map([], host_row)?;
     rows.collect()
 }
 
-pub fn put_host(c: &Connection, h: &Host) -> rusqlite::Result<()> {
+pub fn put_host(c: &Connection, h: &Host) -> sql::Result<()> {
     c.execute(
         "INSERT INTO hosts(name, folder, contact_groups, site, cluster, mode, address, agent_port, created_at)
          VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9)
@@ -70,7 +69,7 @@ pub fn put_host(c: &Connection, h: &Host) -> rusqlite::Result<()> {
 }
 
 /// Contact groups that make a user a contact of the host: the host's own plus its folder's.
-pub fn host_groups_effective(c: &Connection, h: &Host) -> rusqlite::Result<Vec<String>> {
+pub fn host_groups_effective(c: &Connection, h: &Host) -> sql::Result<Vec<String>> {
     let mut g = folder_groups_effective(c, &h.folder)?;
     for x in &h.contact_groups {
         if !g.contains(x) {

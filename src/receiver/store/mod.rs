@@ -1,12 +1,15 @@
-//! The receiver's SQLite database: schema, row types, queries, and the server's group-commit
-//! writer. Durability: WAL with `synchronous=FULL`, so a registration the client saw succeed
-//! survives a power cut. Admin commands open the same file concurrently; `busy_timeout` makes
-//! them wait for each other instead of failing.
+//! The receiver's database: schema, row types, queries, and the server's group-commit
+//! writer. SQLite by default (a file in the site directory): WAL with `synchronous=FULL`, so
+//! a registration the client saw succeed survives a power cut; admin commands open the same
+//! file concurrently and `busy_timeout` makes them wait for each other instead of failing.
+//! PostgreSQL when the site selects it (`--database postgres://…`): several receivers then
+//! share the state, their writes serialised by one advisory lock (see [`sql`]).
 
 mod audit;
 mod folders;
 mod hosts;
 mod registrations;
+pub mod sql;
 mod users;
 mod writer;
 
@@ -18,10 +21,11 @@ pub use self::users::*;
 pub use self::writer::*;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::OnceLock;
 
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
+
+pub use self::sql::{params, Backend, Connection, Location, OptionalExtension, PgTarget};
 
 use crate::error::Error;
 
@@ -31,13 +35,90 @@ pub fn db_path(dir: &Path) -> PathBuf {
     dir.join(DB_FILE)
 }
 
-pub fn open(path: &Path) -> rusqlite::Result<Connection> {
-    let c = Connection::open(path)?;
-    c.busy_timeout(Duration::from_secs(15))?;
-    c.pragma_update(None, "journal_mode", "WAL")?;
-    c.pragma_update(None, "synchronous", "FULL")?;
-    c.pragma_update(None, "foreign_keys", "ON")?;
-    Ok(c)
+/// A PostgreSQL database chosen for this process (the command line's `--database`); unset,
+/// every site directory keeps its state in its own SQLite file.
+static POSTGRES: OnceLock<PgTarget> = OnceLock::new();
+
+/// Puts this process's state in PostgreSQL instead of the site directory's SQLite file.
+pub fn use_postgres(t: PgTarget) {
+    let _ = POSTGRES.set(t);
+}
+
+/// The site's own choice of database: `DIR/receiver.toml` with `database_url` (and
+/// `database_password_file`), so every command given `--dir` finds it.
+pub const CONFIG_FILE: &str = "receiver.toml";
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SiteConfig {
+    database_url: Option<String>,
+    database_password_file: Option<PathBuf>,
+}
+
+/// Where the state of the site in `dir` lives: `--database`, else `database_url` in
+/// `DIR/receiver.toml`, else the SQLite file in `dir`.
+pub fn location(dir: &Path) -> crate::error::Result<Location> {
+    if let Some(t) = POSTGRES.get() {
+        return Ok(Location::Postgres(t.clone()));
+    }
+    let cfg_path = dir.join(CONFIG_FILE);
+    let cfg: SiteConfig = match std::fs::read_to_string(&cfg_path) {
+        Ok(s) => toml::from_str(&s)
+            .map_err(|e| Error::local_state(format!("invalid {}: {e}", cfg_path.display())))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => SiteConfig::default(),
+        Err(e) => {
+            return Err(Error::local_state(format!(
+                "cannot read {}: {e}",
+                cfg_path.display()
+            )))
+        }
+    };
+    match cfg.database_url {
+        Some(url) => {
+            let pw = cfg.database_password_file.map(|p| dir.join(p));
+            Ok(Location::Postgres(PgTarget::new(&url, pw.as_deref())?))
+        }
+        None => Ok(Location::Sqlite(db_path(dir))),
+    }
+}
+
+impl PgTarget {
+    /// A target from a connection string and the password's file (else `PGPASSWORD`). A
+    /// password inside the URL is refused: it would sit on a command line or in a config
+    /// that is not a secret.
+    pub fn new(url: &str, password_file: Option<&Path>) -> crate::error::Result<PgTarget> {
+        if !(url.starts_with("postgres://")
+            || url.starts_with("postgresql://")
+            || url.contains('='))
+        {
+            return Err(Error::usage(format!(
+                "the database must be a postgres:// URL or key=value string, not {:?}",
+                sql::redact(url)
+            )));
+        }
+        if sql::redact(url) != url || url.contains("password=") {
+            return Err(Error::usage(
+                "the database URL carries a password; put it in --database-password-file \
+                 (database_password_file) or PGPASSWORD",
+            ));
+        }
+        let password = match password_file {
+            Some(f) => {
+                let s = std::fs::read_to_string(f)
+                    .map_err(|e| Error::local_state(format!("cannot read {}: {e}", f.display())))?;
+                Some(s.lines().next().unwrap_or("").to_string())
+            }
+            None => std::env::var("PGPASSWORD").ok(),
+        };
+        Ok(PgTarget {
+            url: url.to_string(),
+            password,
+        })
+    }
+}
+
+pub fn open(loc: &Location) -> sql::Result<Connection> {
+    Connection::open(loc)
 }
 
 const SCHEMA: &str = r#"
@@ -93,65 +174,88 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("pending", "kind", "TEXT NOT NULL DEFAULT 'new'"),
 ];
 
-/// Brings any earlier database up to the current schema; idempotent, one transaction, so
-/// two processes opening the same database never both add a column.
-pub fn migrate(c: &Connection) -> rusqlite::Result<()> {
-    // Inside a caller's transaction (init) the caller commits.
-    let own_tx = c.is_autocommit();
-    if own_tx {
-        c.execute_batch("BEGIN IMMEDIATE")?;
-    }
-    let r = (|| {
-        c.execute_batch(SCHEMA)?;
-        for (table, col, decl) in ADDED_COLUMNS {
-            let exists = c
-                .prepare(&format!(
-                    "SELECT 1 FROM pragma_table_info('{table}') WHERE name=?1"
-                ))?
-                .exists([col])?;
-            if !exists {
-                c.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {col} {decl}"))?;
-                if (*table, *col) == ("tokens", "uses") {
-                    // Host-bound tokens used before counting existed.
-                    c.execute_batch("UPDATE tokens SET uses=1 WHERE used_at IS NOT NULL")?;
-                }
-            }
-        }
-        Ok(())
-    })();
+/// The schema in PostgreSQL's types: 64-bit integers, identity keys, byte arrays.
+fn pg_schema() -> String {
+    sql::pg_sql(
+        &SCHEMA
+            .replace(
+                "INTEGER PRIMARY KEY AUTOINCREMENT",
+                "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY",
+            )
+            .replace("INTEGER", "BIGINT")
+            .replace("BLOB", "BYTEA"),
+    )
+}
+
+/// Brings any earlier database up to the current schema; idempotent, one write transaction,
+/// so two processes opening the same database never both add a column.
+pub fn migrate(c: &Connection) -> sql::Result<()> {
+    c.begin_write()?;
+    let r = migrate_in_tx(c);
     match r {
-        Ok(()) if own_tx => c.execute_batch("COMMIT"),
-        Ok(()) => Ok(()),
+        Ok(()) => c.execute_batch("COMMIT"),
         Err(e) => {
-            if own_tx {
-                let _ = c.execute_batch("ROLLBACK");
-            }
+            let _ = c.execute_batch("ROLLBACK");
             Err(e)
         }
     }
 }
 
-pub fn db_err(e: rusqlite::Error) -> Error {
+/// [`migrate`] inside the caller's write transaction.
+pub fn migrate_in_tx(c: &Connection) -> sql::Result<()> {
+    match c.backend() {
+        Backend::Sqlite => {
+            c.execute_batch(SCHEMA)?;
+            for (table, col, decl) in ADDED_COLUMNS {
+                let exists = c
+                    .prepare(&format!(
+                        "SELECT 1 FROM pragma_table_info('{table}') WHERE name=?1"
+                    ))?
+                    .exists([col])?;
+                if !exists {
+                    c.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {col} {decl}"))?;
+                    if (*table, *col) == ("tokens", "uses") {
+                        // Host-bound tokens used before counting existed.
+                        c.execute_batch("UPDATE tokens SET uses=1 WHERE used_at IS NOT NULL")?;
+                    }
+                }
+            }
+        }
+        Backend::Postgres => {
+            c.execute_batch(&pg_schema())?;
+            for (table, col, decl) in ADDED_COLUMNS {
+                let decl = decl.replace("INTEGER", "BIGINT").replace("BLOB", "BYTEA");
+                c.execute_batch(&format!(
+                    "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {col} {decl}"
+                ))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn db_err(e: sql::Error) -> Error {
     Error::local_state(format!("database error: {e}"))
 }
 
-impl From<rusqlite::Error> for Error {
-    fn from(e: rusqlite::Error) -> Self {
+impl From<sql::Error> for Error {
+    fn from(e: sql::Error) -> Self {
         db_err(e)
     }
 }
 
 /// Opens an initialised site's database (`init` creates it).
 pub fn open_db(dir: &Path) -> crate::error::Result<Connection> {
-    let p = db_path(dir);
-    if !p.exists() {
-        return Err(
-            Error::local_state(format!("no database at {}", p.display()))
-                .hint("run tether-receiver init --dir DIR --site SITE first"),
-        );
+    let loc = location(dir)?;
+    if let Location::Sqlite(p) = &loc {
+        if !p.exists() {
+            return Err(
+                Error::local_state(format!("no database at {}", p.display()))
+                    .hint("run tether-receiver init --dir DIR --site SITE first"),
+            );
+        }
     }
-    let c =
-        open(&p).map_err(|e| Error::local_state(format!("cannot open {}: {e}", p.display())))?;
+    let c = open(&loc).map_err(|e| Error::local_state(format!("cannot open {loc:?}: {e}")))?;
     migrate(&c)?;
     Ok(c)
 }
@@ -178,28 +282,38 @@ pub fn now() -> i64 {
     crate::wire::certs::now_unix()
 }
 
-/// Runs `f` in an IMMEDIATE transaction (the write lock is taken up front, so two admin
+/// Runs `f` in a write transaction (the write lock is taken up front, so two admin
 /// commands never deadlock on a lock upgrade); commits on Ok, rolls back on Err.
-pub fn with_tx<R, E: From<rusqlite::Error>>(
+pub fn with_tx<R, E: From<sql::Error>>(
     c: &mut Connection,
     f: impl FnOnce(&Connection) -> Result<R, E>,
 ) -> Result<R, E> {
-    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let r = f(&tx)?;
-    tx.commit()?;
-    Ok(r)
+    c.begin_write()?;
+    match f(c) {
+        Ok(r) => {
+            if let Err(e) = c.execute_batch("COMMIT") {
+                let _ = c.execute_batch("ROLLBACK");
+                return Err(e.into());
+            }
+            Ok(r)
+        }
+        Err(e) => {
+            let _ = c.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
 }
 
 // ---------- settings ----------
 
-pub fn get_setting(c: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
+pub fn get_setting(c: &Connection, key: &str) -> sql::Result<Option<String>> {
     c.query_row("SELECT value FROM settings WHERE key=?1", [key], |r| {
         r.get(0)
     })
     .optional()
 }
 
-pub fn set_setting(c: &Connection, key: &str, value: &str) -> rusqlite::Result<()> {
+pub fn set_setting(c: &Connection, key: &str, value: &str) -> sql::Result<()> {
     c.execute(
         "INSERT INTO settings(key,value) VALUES(?1,?2) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
         params![key, value],

@@ -1,5 +1,4 @@
 //! Registrations (UUID ↔ host links) and the certificates issued for them.
-use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
 use super::*;
@@ -16,7 +15,7 @@ pub struct Registration {
     pub cert_not_after: Option<i64>,
 }
 
-fn reg_row(r: &rusqlite::Row) -> rusqlite::Result<Registration> {
+fn reg_row(r: &sql::Row) -> sql::Result<Registration> {
     Ok(Registration {
         uuid: r.get(0)?,
         host: r.get(1)?,
@@ -33,12 +32,12 @@ const REG_SELECT: &str =
     (SELECT MAX(not_after) FROM certs c WHERE c.uuid=r.uuid AND c.revoked_at IS NULL)
     FROM registrations r";
 
-pub fn get_registration(c: &Connection, uuid: &str) -> rusqlite::Result<Option<Registration>> {
+pub fn get_registration(c: &Connection, uuid: &str) -> sql::Result<Option<Registration>> {
     c.query_row(&format!("{REG_SELECT} WHERE r.uuid=?1"), [uuid], reg_row)
         .optional()
 }
 
-pub fn registrations_of_host(c: &Connection, host: &str) -> rusqlite::Result<Vec<Registration>> {
+pub fn registrations_of_host(c: &Connection, host: &str) -> sql::Result<Vec<Registration>> {
     let mut st = c.prepare(&format!(
         "{REG_SELECT} WHERE r.host=?1 ORDER BY r.registered_at"
     ))?;
@@ -46,7 +45,7 @@ pub fn registrations_of_host(c: &Connection, host: &str) -> rusqlite::Result<Vec
     rows.collect()
 }
 
-pub fn list_registrations(c: &Connection) -> rusqlite::Result<Vec<Registration>> {
+pub fn list_registrations(c: &Connection) -> sql::Result<Vec<Registration>> {
     let mut st = c.prepare(&format!("{REG_SELECT} ORDER BY r.host, r.registered_at"))?;
     let rows = st.query_map([], reg_row)?;
     rows.collect()
@@ -68,7 +67,7 @@ pub fn insert_registration(
     by: &str,
     serial: &str,
     not_after: i64,
-) -> rusqlite::Result<()> {
+) -> sql::Result<()> {
     let t = now();
     // The same UUID registering again (e.g. the controller re-ran registration) replaces its row.
     c.execute(
@@ -81,12 +80,7 @@ pub fn insert_registration(
     insert_cert(c, serial, uuid, not_after)
 }
 
-pub fn insert_cert(
-    c: &Connection,
-    serial: &str,
-    uuid: &str,
-    not_after: i64,
-) -> rusqlite::Result<()> {
+pub fn insert_cert(c: &Connection, serial: &str, uuid: &str, not_after: i64) -> sql::Result<()> {
     c.execute(
         "INSERT INTO certs(serial, uuid, not_after, issued_at) VALUES(?1,?2,?3,?4)",
         params![serial, uuid, not_after, now()],
@@ -95,7 +89,7 @@ pub fn insert_cert(
 }
 
 /// Revokes a registration and every certificate issued to its UUID.
-pub fn revoke_registration(c: &Connection, uuid: &str) -> rusqlite::Result<usize> {
+pub fn revoke_registration(c: &Connection, uuid: &str) -> sql::Result<usize> {
     let t = now();
     let n = c.execute(
         "UPDATE registrations SET revoked_at=?2 WHERE uuid=?1 AND revoked_at IS NULL",
@@ -109,7 +103,7 @@ pub fn revoke_registration(c: &Connection, uuid: &str) -> rusqlite::Result<usize
 }
 
 /// State of a client certificate serial: None = never issued here.
-pub fn cert_state(c: &Connection, serial: &str) -> rusqlite::Result<Option<(String, Option<i64>)>> {
+pub fn cert_state(c: &Connection, serial: &str) -> sql::Result<Option<(String, Option<i64>)>> {
     c.query_row(
         "SELECT uuid, revoked_at FROM certs WHERE serial=?1",
         [serial],

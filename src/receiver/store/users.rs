@@ -1,5 +1,4 @@
 //! Users, roles and contact groups.
-use rusqlite::{Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
 use super::*;
@@ -17,7 +16,7 @@ pub struct User {
     pub pw_version: i64,
 }
 
-fn user_row(r: &rusqlite::Row) -> rusqlite::Result<User> {
+fn user_row(r: &sql::Row) -> sql::Result<User> {
     Ok(User {
         name: r.get(0)?,
         role: r.get(1)?,
@@ -29,7 +28,7 @@ fn user_row(r: &rusqlite::Row) -> rusqlite::Result<User> {
 
 const USER_COLS: &str = "name, role, contact_groups, pw_hash, pw_version";
 
-pub fn get_user(c: &Connection, name: &str) -> rusqlite::Result<Option<User>> {
+pub fn get_user(c: &Connection, name: &str) -> sql::Result<Option<User>> {
     c.query_row(
         &format!("SELECT {USER_COLS} FROM users WHERE name=?1"),
         [name],
@@ -38,7 +37,7 @@ pub fn get_user(c: &Connection, name: &str) -> rusqlite::Result<Option<User>> {
     .optional()
 }
 
-pub fn list_users(c: &Connection) -> rusqlite::Result<Vec<User>> {
+pub fn list_users(c: &Connection) -> sql::Result<Vec<User>> {
     let mut st = c.prepare(&format!("SELECT {USER_COLS} FROM users ORDER BY name"))?;
     let rows = st.query_map([], user_row)?;
     rows.collect()
@@ -51,7 +50,7 @@ pub struct Role {
     pub permissions: Vec<String>,
 }
 
-fn role_row(r: &rusqlite::Row) -> rusqlite::Result<Role> {
+fn role_row(r: &sql::Row) -> sql::Result<Role> {
     Ok(Role {
         name: r.get(0)?,
         builtin: r.get(1)?,
@@ -59,7 +58,7 @@ fn role_row(r: &rusqlite::Row) -> rusqlite::Result<Role> {
     })
 }
 
-pub fn get_role(c: &Connection, name: &str) -> rusqlite::Result<Option<Role>> {
+pub fn get_role(c: &Connection, name: &str) -> sql::Result<Option<Role>> {
     c.query_row(
         "SELECT name, builtin, permissions FROM roles WHERE name=?1",
         [name],
@@ -68,7 +67,7 @@ pub fn get_role(c: &Connection, name: &str) -> rusqlite::Result<Option<Role>> {
     .optional()
 }
 
-pub fn list_roles(c: &Connection) -> rusqlite::Result<Vec<Role>> {
+pub fn list_roles(c: &Connection) -> sql::Result<Vec<Role>> {
     let mut st = c.prepare("SELECT name, builtin, permissions FROM roles ORDER BY name")?;
     let rows = st.query_map([], role_row)?;
     rows.collect()
@@ -80,7 +79,7 @@ pub struct Group {
     pub alias: String,
 }
 
-pub fn list_groups(c: &Connection) -> rusqlite::Result<Vec<Group>> {
+pub fn list_groups(c: &Connection) -> sql::Result<Vec<Group>> {
     let mut st = c.prepare("SELECT name, alias FROM contact_groups ORDER BY name")?;
     let rows = st.query_map([], |r| {
         Ok(Group {
@@ -91,7 +90,7 @@ pub fn list_groups(c: &Connection) -> rusqlite::Result<Vec<Group>> {
     rows.collect()
 }
 
-pub fn group_exists(c: &Connection, name: &str) -> rusqlite::Result<bool> {
+pub fn group_exists(c: &Connection, name: &str) -> sql::Result<bool> {
     Ok(
         c.query_row("SELECT 1 FROM contact_groups WHERE name=?1", [name], |_| {
             Ok(())

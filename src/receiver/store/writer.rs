@@ -1,10 +1,7 @@
 //! The server's connection: one writer thread that commits jobs in groups (one fsync for
 //! many registrations), and a read connection beside it.
-use std::path::Path;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-
-use rusqlite::Connection;
 
 use super::*;
 
@@ -16,7 +13,7 @@ type Job = Box<dyn FnOnce(&Connection) -> Finisher + Send>;
 /// registrations (group commit), which is what makes durable commits fast.
 #[derive(Clone)]
 pub struct Db {
-    path: PathBuf,
+    loc: Location,
     readers: Arc<Mutex<Vec<Connection>>>,
     tx: mpsc::SyncSender<Job>,
 }
@@ -33,15 +30,15 @@ impl DbError {
     }
 }
 
-impl From<rusqlite::Error> for DbError {
-    fn from(e: rusqlite::Error) -> Self {
+impl From<sql::Error> for DbError {
+    fn from(e: sql::Error) -> Self {
         DbError(e.to_string())
     }
 }
 
 impl Db {
-    pub fn open(path: &Path) -> Result<Db, DbError> {
-        let mut wc = open(path)?;
+    pub fn open(loc: &Location) -> Result<Db, DbError> {
+        let mut wc = open(loc)?;
         migrate(&wc)?;
         let (tx, rx) = mpsc::sync_channel::<Job>(4096);
         std::thread::Builder::new()
@@ -49,21 +46,31 @@ impl Db {
             .spawn(move || writer_loop(&mut wc, rx))
             .map_err(|e| DbError(e.to_string()))?;
         Ok(Db {
-            path: path.to_path_buf(),
+            loc: loc.clone(),
             readers: Arc::new(Mutex::new(Vec::new())),
             tx,
         })
     }
 
     /// Runs a read-only closure on a pooled connection (blocking; call from spawn_blocking).
-    pub fn read<R>(
-        &self,
-        f: impl FnOnce(&Connection) -> rusqlite::Result<R>,
-    ) -> Result<R, DbError> {
+    pub fn read<R>(&self, f: impl FnOnce(&Connection) -> sql::Result<R>) -> Result<R, DbError> {
+        // The PostgreSQL client drives its own runtime, which must not start on a thread
+        // that is driving the server's: hand this worker's tasks elsewhere meanwhile.
+        let in_runtime = matches!(self.loc, Location::Postgres(_))
+            && tokio::runtime::Handle::try_current()
+                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if in_runtime {
+            tokio::task::block_in_place(|| self.read_now(f))
+        } else {
+            self.read_now(f)
+        }
+    }
+
+    fn read_now<R>(&self, f: impl FnOnce(&Connection) -> sql::Result<R>) -> Result<R, DbError> {
         let conn = self.readers.lock().ok().and_then(|mut v| v.pop());
         let conn = match conn {
             Some(c) => c,
-            None => open(&self.path)?,
+            None => open(&self.loc)?,
         };
         let r = f(&conn);
         if let Ok(mut v) = self.readers.lock() {
@@ -82,7 +89,7 @@ impl Db {
     ) -> Result<Result<R, E>, DbError>
     where
         R: Send + 'static,
-        E: Send + 'static + From<rusqlite::Error>,
+        E: Send + 'static + From<sql::Error>,
     {
         let (otx, orx) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move |c: &Connection| {
@@ -106,7 +113,7 @@ impl Db {
     }
 }
 
-fn run_in_savepoint<R, E: From<rusqlite::Error>>(
+fn run_in_savepoint<R, E: From<sql::Error>>(
     c: &Connection,
     f: impl FnOnce(&Connection) -> Result<R, E>,
 ) -> Result<R, E> {
@@ -134,12 +141,12 @@ fn writer_loop(c: &mut Connection, rx: mpsc::Receiver<Job>) {
             }
         }
         let mut finishers = Vec::with_capacity(jobs.len());
-        let mut begin = c.execute_batch("BEGIN IMMEDIATE");
+        let mut begin = c.begin_write();
         for _ in 0..3 {
             if begin.is_ok() {
                 break;
             }
-            begin = c.execute_batch("BEGIN IMMEDIATE");
+            begin = c.begin_write();
         }
         if let Err(e) = begin {
             // Another process held the lock beyond busy_timeout several times: fail this batch
