@@ -365,3 +365,49 @@ fn a_site_pulls_only_through_its_own_connection() {
         "site x1 pulled through x2's connection: {other}"
     );
 }
+
+#[test]
+fn many_connections_to_one_site_still_handshake() {
+    // The verifier names each site root once in its certificate request; a copy per
+    // connection outgrew one handshake message beyond ~600 connections.
+    let rcv = receiver_with_hosts("d9");
+    let a = Agent::new();
+    let reg = a
+        .register(&rcv, "h1", "reg", &[])
+        .ok("tether.register.schema.json");
+    let uuid = reg["connection"]["uuid"].as_str().unwrap().to_string();
+    // 1,199 more entries with the same site root (same certificate under other UUIDs).
+    let path = a.path("registry.json");
+    let mut registry: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let conns = registry["connections"].as_array_mut().unwrap();
+    let first = conns[0].clone();
+    for i in 0..1199 {
+        let mut c = first.clone();
+        c["uuid"] = format!("00000000-0000-4000-8000-{i:012}").into();
+        conns.push(c);
+    }
+    std::fs::write(&path, serde_json::to_vec(&registry).unwrap()).unwrap();
+    let d = Daemon::start(&a, &config(""), &[]);
+    // Both fetchers: rustls (tether-receiver, at most 64 KiB per handshake message) and OpenSSL.
+    rcv.add_host(
+        "h1",
+        &[
+            "--address",
+            "127.0.0.1",
+            "--agent-port",
+            &d.port().to_string(),
+        ],
+    );
+    let f = rcv.admin_json(&["fetch", "h1"]);
+    assert_eq!(f["ok"], true, "{f}");
+    let got = python_pull(
+        d.port(),
+        &uuid,
+        &site_file(&rcv, "server.pem"),
+        &site_file(&rcv, "server.key"),
+        &site_file(&rcv, "agent-ca.pem"),
+    );
+    assert_eq!(got["ok"], true, "{got}");
+    d.stop();
+}

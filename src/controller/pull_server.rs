@@ -110,6 +110,9 @@ pub fn build_state(reg: &Registry) -> PullState {
     let provider = tls::provider();
     let mut keys = HashMap::new();
     let mut roots = RootCertStore::empty();
+    // Each root once: the verifier lists their names in the certificate request, and one
+    // copy per connection outgrows a handshake message beyond ~600 connections to one site.
+    let mut seen_roots = std::collections::HashSet::new();
     let mut served = HashMap::new();
     for c in reg
         .connections
@@ -122,7 +125,9 @@ pub fn build_state(reg: &Registry) -> PullState {
             let ck = CertifiedKey::from_der(chain, key, &provider).map_err(|e| e.to_string())?;
             let own = certs::certs_from_pem(&c.root_cert).map_err(|e| e.to_string())?;
             for r in &own {
-                roots.add(r.clone()).map_err(|e| e.to_string())?;
+                if seen_roots.insert(r.as_ref().to_vec()) {
+                    roots.add(r.clone()).map_err(|e| e.to_string())?;
+                }
             }
             Ok((Arc::new(ck), own))
         })();

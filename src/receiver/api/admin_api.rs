@@ -311,7 +311,10 @@ fn query<T: serde::de::DeserializeOwned>(req: &Request) -> Result<T, AdminError>
 fn read_scoped<R: Send + 'static>(
     st: &Arc<AppState>,
     p: Principal,
-    f: impl FnOnce(&crate::receiver::store::sql::Connection, &Scope) -> crate::receiver::store::sql::Result<R>,
+    f: impl FnOnce(
+        &crate::receiver::store::sql::Connection,
+        &Scope,
+    ) -> crate::receiver::store::sql::Result<R>,
 ) -> Result<R, AdminError> {
     Ok(st.db.read(move |c| {
         let scope = Scope::of(c, &p)?;
