@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::{Mutex, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
-use rusqlite::Connection;
+use tether::receiver::store::{Connection, Location};
 use tether::receiver::{admin, apply};
 
 const SECRET_ENV: &str = "TETHER_FUZZ_TOKEN_SECRET";
@@ -17,7 +17,8 @@ fn db() -> &'static Mutex<Connection> {
     static DB: OnceLock<Mutex<Connection>> = OnceLock::new();
     DB.get_or_init(|| {
         std::env::set_var(SECRET_ENV, "fuzz-secret");
-        let c = Connection::open_in_memory().expect("in-memory database");
+        // ":memory:" is SQLite's private in-memory database.
+        let c = Connection::open(&Location::Sqlite(":memory:".into())).expect("in-memory database");
         admin::init_db(&c, "fuzz", 86400).expect("schema");
         Mutex::new(c)
     })
@@ -47,9 +48,9 @@ fuzz_target!(|data: &[u8]| {
     let Ok(c) = db().lock() else {
         return;
     };
-    let Ok(tx) = c.unchecked_transaction() else {
+    if c.begin_write().is_err() {
         return;
-    };
-    let _ = apply::converge(&tx, &file, Path::new("/nonexistent"));
-    drop(tx);
+    }
+    let _ = apply::converge(&c, &file, Path::new("/nonexistent"));
+    let _ = c.execute_batch("ROLLBACK");
 });

@@ -299,20 +299,34 @@ fn conn_info(req: &Request) -> ApiResult<ConnInfo> {
 }
 
 /// Reads the body up to `limit` bytes; more is 413, not a truncation.
+/// An oversize body is read on (and discarded) up to `DRAIN_CAP`, so a
+/// client still writing it receives the 413 instead of a broken pipe.
 pub async fn read_body(body: Body, limit: usize) -> ApiResult<Bytes> {
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let too_big = std::error::Error::source(&e)
-            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
-            || e.to_string().contains("length limit");
-        if too_big {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("Request body exceeds the limit of {limit} bytes"),
-            )
-        } else {
-            ApiError::bad_request(format!("Cannot read request body: {e}"))
+    use http_body_util::BodyExt;
+    const DRAIN_CAP: usize = 1 << 20;
+    let mut body = body;
+    let mut buf = Vec::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|e| ApiError::bad_request(format!("Cannot read request body: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        seen = seen.saturating_add(data.len());
+        if seen <= limit {
+            buf.extend_from_slice(&data);
+        } else if seen > limit.max(DRAIN_CAP) {
+            break;
         }
-    })
+    }
+    if seen > limit {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("Request body exceeds the limit of {limit} bytes"),
+        ));
+    }
+    Ok(Bytes::from(buf))
 }
 
 /// FastAPI-style 422 for bodies that are not the expected JSON.
