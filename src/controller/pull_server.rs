@@ -24,6 +24,7 @@ use super::config::Config;
 use super::state::Registry;
 use crate::wire::api::ConnectionMode;
 use crate::wire::compression::Compression;
+use crate::wire::per_ip::PerIp;
 use crate::wire::validate::looks_like_uuid;
 use crate::wire::{certs, pull, tls};
 
@@ -174,39 +175,6 @@ pub fn build_state(reg: &Registry) -> PullState {
         served,
         any_registered: !reg.connections.is_empty(),
         pull_connections,
-    }
-}
-
-/// Counts open connections per source address; the guard releases its slot on drop.
-#[derive(Default)]
-pub struct PerIp(Mutex<HashMap<IpAddr, usize>>);
-
-pub struct Slot<'a> {
-    map: &'a PerIp,
-    ip: IpAddr,
-}
-
-impl PerIp {
-    pub fn acquire(&self, ip: IpAddr, max: usize) -> Option<Slot<'_>> {
-        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let n = m.entry(ip).or_insert(0);
-        if *n >= max {
-            return None;
-        }
-        *n += 1;
-        Some(Slot { map: self, ip })
-    }
-}
-
-impl Drop for Slot<'_> {
-    fn drop(&mut self) {
-        let mut m = self.map.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = m.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                m.remove(&self.ip);
-            }
-        }
     }
 }
 

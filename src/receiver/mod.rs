@@ -3,6 +3,7 @@
 //! Depends only on `wire`, never on the agent side.
 pub mod admin;
 pub mod admin_client;
+pub mod admission;
 pub mod api;
 pub mod apply;
 pub mod approvals;

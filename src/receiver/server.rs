@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
+use super::admission::{Admission, Admitted};
 use super::api::{self, AppState, ConnInfo};
 use crate::wire::tls::provider;
 
@@ -53,6 +54,7 @@ pub async fn serve(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // Every connection task holds a clone; when all are gone, draining is done.
     let (alive_tx, mut alive_rx) = tokio::sync::mpsc::channel::<()>(1);
+    let admission = Admission::new(st.limits.caps);
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -67,6 +69,10 @@ pub async fn serve(
             },
             _ = &mut shutdown => break,
         };
+        // Over a cap: dropping the socket closes it before any TLS work.
+        let Some(admitted) = admission.admit(peer.ip()) else {
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let router = router.clone();
@@ -75,7 +81,7 @@ pub async fn serve(
         let limits = st.limits.clone();
         tokio::spawn(async move {
             let _alive = alive;
-            handle(tcp, peer, acceptor, router, &limits, &mut stop).await;
+            handle(tcp, peer, admitted, acceptor, router, &limits, &mut stop).await;
         });
     }
     let _ = stop_tx.send(true);
@@ -84,9 +90,11 @@ pub async fn serve(
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn handle(
     tcp: tokio::net::TcpStream,
     peer: SocketAddr,
+    mut admitted: Admitted,
     acceptor: TlsAcceptor,
     router: axum::Router,
     limits: &api::Limits,
@@ -103,6 +111,7 @@ async fn handle(
             return;
         }
     };
+    admitted.handshake_done();
     let client_cert = tls
         .get_ref()
         .1
@@ -131,4 +140,36 @@ async fn handle(
             let _ = tokio::time::timeout(DRAIN_TIMEOUT, conn.as_mut()).await;
         }
     }
+}
+
+/// Raises the soft open-file limit to `want` (at most the hard limit): the usual soft
+/// default of 1024 would make `accept` fail long before `--max-connections`.
+pub fn raise_fd_limit(want: u64) {
+    #[cfg(unix)]
+    {
+        let mut l = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) } != 0 {
+            return;
+        }
+        let target = (want as libc::rlim_t).min(l.rlim_max);
+        if l.rlim_cur >= target {
+            return;
+        }
+        let old = l.rlim_cur;
+        l.rlim_cur = target;
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &l) } != 0 {
+            tracing::warn!("cannot raise the open-file limit from {old} to {target}");
+        } else if target < want as libc::rlim_t {
+            tracing::warn!(
+                "open-file limit {target} (hard limit) is below what --max-connections needs ({want})"
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = want;
 }

@@ -7,6 +7,7 @@ pub mod error;
 pub mod listen;
 pub mod multipart;
 pub mod paths;
+pub mod per_ip;
 pub mod pull;
 pub mod tls;
 pub mod trust;

@@ -141,6 +141,15 @@ pub struct ServeArgs {
     /// Deadline for receiving a request's headers (also bounds idle keep-alive waits).
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub header_timeout: std::time::Duration,
+    /// Most connections open at once; beyond, new ones are closed before TLS.
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// Most connections open at once from one source address.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections_per_ip: u32,
+    /// Most TLS handshakes in progress at once from one source address.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_handshakes_per_ip: u32,
     /// Failed authentications allowed per source address in a burst.
     #[arg(long, default_value_t = 10)]
     pub auth_fail_burst: u32,

@@ -85,6 +85,8 @@ pub(super) fn serve(dir: &Path, a: ServeArgs) -> Result<ServeOut> {
         .enable_all()
         .build()
         .map_err(|e| Error::internal(format!("cannot start runtime: {e}")))?;
+    // Each connection is a file descriptor; the database, keys and logs need some more.
+    crate::receiver::server::raise_fd_limit(u64::from(a.max_connections) + 256);
     rt.block_on(async move {
         let listener = listen(&a.listen)?;
         let addr = listener
@@ -103,6 +105,11 @@ pub(super) fn serve(dir: &Path, a: ServeArgs) -> Result<ServeOut> {
                 request_timeout: a.request_timeout,
                 handshake_timeout: a.handshake_timeout,
                 header_timeout: a.header_timeout,
+                caps: crate::receiver::admission::Caps {
+                    connections: a.max_connections as usize,
+                    connections_per_ip: a.max_connections_per_ip as usize,
+                    handshakes_per_ip: a.max_handshakes_per_ip as usize,
+                },
             },
             cert_lifetime: lifetime,
             port: addr.port(),

@@ -68,8 +68,11 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// Deadline for the TLS handshake.
     pub handshake_timeout: Duration,
-    /// Deadline for receiving a request's headers.
+    /// Deadline for receiving a request's headers; also how long an idle kept-alive
+    /// connection stays open.
     pub header_timeout: Duration,
+    /// Caps on open connections and handshakes in progress.
+    pub caps: crate::receiver::admission::Caps,
 }
 
 impl Default for Limits {
@@ -81,6 +84,7 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(30),
             handshake_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(10),
+            caps: Default::default(),
         }
     }
 }
