@@ -12,6 +12,7 @@ pub mod ca;
 pub mod console;
 pub mod fetch;
 pub mod ingest;
+pub mod metrics;
 pub mod perms;
 pub mod registrations;
 pub mod server;

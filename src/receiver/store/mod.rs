@@ -7,6 +7,7 @@
 
 mod audit;
 mod folders;
+mod freshness;
 mod hosts;
 mod registrations;
 pub mod sql;
@@ -15,6 +16,7 @@ mod writer;
 
 pub use self::audit::*;
 pub use self::folders::*;
+pub use self::freshness::*;
 pub use self::hosts::*;
 pub use self::registrations::*;
 pub use self::users::*;
@@ -172,6 +174,9 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("tokens", "uses", "INTEGER NOT NULL DEFAULT 0"),
     ("tokens", "last_used_at", "INTEGER"),
     ("pending", "kind", "TEXT NOT NULL DEFAULT 'new'"),
+    // Seconds between scheduled pulls; NULL inherits (see `freshness`).
+    ("hosts", "pull_interval", "INTEGER"),
+    ("folders", "pull_interval", "INTEGER"),
 ];
 
 /// The schema in PostgreSQL's types: 64-bit integers, identity keys, byte arrays.

@@ -1,0 +1,117 @@
+//! The receiver's Prometheus metrics: counters and histograms kept in this process and
+//! rendered in the text format by the `/metrics` endpoint (off by default). Gauges that
+//! belong to the site rather than the process (registrations, stale hosts) are read from
+//! the database at scrape time and passed to [`render`].
+use std::sync::OnceLock;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Outcome {
+    outcome: String,
+}
+
+struct Metrics {
+    pulls: Family<Outcome, Counter>,
+    pull_seconds: Histogram,
+    registrations: Family<Outcome, Counter>,
+    pushes: Family<Outcome, Counter>,
+    db_seconds: Histogram,
+}
+
+fn global() -> &'static Metrics {
+    static M: OnceLock<Metrics> = OnceLock::new();
+    M.get_or_init(|| Metrics {
+        pulls: Family::default(),
+        // 1 ms … ~16 s.
+        pull_seconds: Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+            0.001, 2.0, 15,
+        )),
+        registrations: Family::default(),
+        pushes: Family::default(),
+        // 50 µs … ~1.6 s.
+        db_seconds: Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+            0.00005, 2.0, 16,
+        )),
+    })
+}
+
+fn count(f: &Family<Outcome, Counter>, outcome: &str) {
+    f.get_or_create(&Outcome {
+        outcome: outcome.to_string(),
+    })
+    .inc();
+}
+
+/// A finished pull of one host: `outcome` is `ok` or the error's stable code.
+pub fn pull_finished(outcome: &str, seconds: f64) {
+    let m = global();
+    count(&m.pulls, outcome);
+    m.pull_seconds.observe(seconds);
+}
+
+/// An answered registration request: `outcome` is `registered`, `pending`, or `refused`.
+pub fn registration(outcome: &str) {
+    count(&global().registrations, outcome);
+}
+
+/// An answered push (`agent_data`): `ok` or `refused`.
+pub fn push(outcome: &str) {
+    count(&global().pushes, outcome);
+}
+
+/// One database operation (a read or a committed write batch) and how long it took.
+pub fn db_op(seconds: f64) {
+    global().db_seconds.observe(seconds);
+}
+
+/// The metrics in Prometheus' text format, with the site's `gauges` (name, help, value).
+pub fn render(gauges: &[(&str, &str, i64)]) -> String {
+    let m = global();
+    let mut reg = Registry::with_prefix("tether_receiver");
+    reg.register("pulls", "Scheduled and manual pulls by outcome", m.pulls.clone());
+    reg.register(
+        "pull_duration_seconds",
+        "Duration of pulls",
+        m.pull_seconds.clone(),
+    );
+    reg.register(
+        "registration_requests",
+        "Registration requests by outcome",
+        m.registrations.clone(),
+    );
+    reg.register("pushes", "Pushed agent outputs by outcome", m.pushes.clone());
+    reg.register(
+        "database_duration_seconds",
+        "Duration of database reads and write batches",
+        m.db_seconds.clone(),
+    );
+    for (name, help, value) in gauges {
+        let g: Gauge = Gauge::default();
+        g.set(*value);
+        reg.register(*name, *help, g);
+    }
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut out, &reg);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn renders_counters_histograms_and_gauges() {
+        super::pull_finished("ok", 0.004);
+        super::pull_finished("connection_failed", 1.5);
+        let text = super::render(&[("stale_hosts", "Hosts whose output is stale", 3)]);
+        assert!(text.contains("tether_receiver_pulls_total{outcome=\"ok\"}"), "{text}");
+        assert!(text.contains("tether_receiver_pull_duration_seconds_bucket"), "{text}");
+        assert!(text.contains("tether_receiver_stale_hosts 3"), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+}
