@@ -74,7 +74,11 @@ pub fn db_op(seconds: f64) {
 pub fn render(gauges: &[(&str, &str, i64)]) -> String {
     let m = global();
     let mut reg = Registry::with_prefix("tether_receiver");
-    reg.register("pulls", "Scheduled and manual pulls by outcome", m.pulls.clone());
+    reg.register(
+        "pulls",
+        "Scheduled and manual pulls by outcome",
+        m.pulls.clone(),
+    );
     reg.register(
         "pull_duration_seconds",
         "Duration of pulls",
@@ -85,7 +89,11 @@ pub fn render(gauges: &[(&str, &str, i64)]) -> String {
         "Registration requests by outcome",
         m.registrations.clone(),
     );
-    reg.register("pushes", "Pushed agent outputs by outcome", m.pushes.clone());
+    reg.register(
+        "pushes",
+        "Pushed agent outputs by outcome",
+        m.pushes.clone(),
+    );
     reg.register(
         "database_duration_seconds",
         "Duration of database reads and write batches",
@@ -109,8 +117,14 @@ mod tests {
         super::pull_finished("ok", 0.004);
         super::pull_finished("connection_failed", 1.5);
         let text = super::render(&[("stale_hosts", "Hosts whose output is stale", 3)]);
-        assert!(text.contains("tether_receiver_pulls_total{outcome=\"ok\"}"), "{text}");
-        assert!(text.contains("tether_receiver_pull_duration_seconds_bucket"), "{text}");
+        assert!(
+            text.contains("tether_receiver_pulls_total{outcome=\"ok\"}"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tether_receiver_pull_duration_seconds_bucket"),
+            "{text}"
+        );
         assert!(text.contains("tether_receiver_stale_hosts 3"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
