@@ -39,4 +39,4 @@ TETHER_BIN_DIR=target/debug bash tests/demo.sh >/dev/null
 
 echo "== Ansible and Salt integration" >&2
 TETHER_BIN="$PWD/target/debug/tether" TETHER_RECEIVER_BIN="$PWD/target/debug/tether-receiver" \
-    "$venv/bin/python" -m pytest tests/integrations -q
+    "$venv/bin/python" -m pytest tests/integrations -q -rs
