@@ -256,3 +256,73 @@ fn fetch_pulls_over_tls_and_refuses_plaintext() {
     let (code, _) = r.admin_json_err(&["fetch", "imposter"]);
     assert_eq!(code, 9);
 }
+
+/// Audit entries from refused registrations (unknown host names): one row each.
+fn refusals(r: &TestReceiver, n: usize) {
+    let a = r.agent(None);
+    for i in 0..n {
+        let u = new_uuid();
+        let (csr, _) = make_csr(&u);
+        let (st, _) = r.post(
+            &a,
+            "register_existing",
+            Some(("reg", "pw")),
+            &serde_json::json!({"uuid": u, "csr": csr, "host_name": format!("nosuch{i}")}),
+        );
+        assert_eq!(st, 404);
+    }
+}
+
+fn audit_ids(r: &TestReceiver) -> Vec<i64> {
+    let v = r.admin_json(&["audit", "--limit", "100000"]);
+    v["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_i64().unwrap())
+        .collect()
+}
+
+#[test]
+fn audit_retention_by_rows_at_serve_start_and_by_age_on_demand() {
+    let mut r = TestReceiver::start_with("audit", &["--audit-max-rows", "5"]);
+    r.add_user("reg", "agent_registration", "pw");
+    refusals(&r, 12);
+    let before = audit_ids(&r);
+    assert!(before.len() >= 12, "{before:?}");
+    // serve prunes at start (and hourly): the newest five stay.
+    assert!(r.stop());
+    r.restart_same_port();
+    let mut after = audit_ids(&r);
+    for _ in 0..100 {
+        if after.len() <= 5 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        after = audit_ids(&r);
+    }
+    assert_eq!(after, before[before.len() - 5..].to_vec());
+
+    // On demand, by age: what is older than 1 s goes, a newer row stays.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    refusals(&r, 1);
+    let v = r.admin_json(&[
+        "audit",
+        "prune",
+        "--audit-max-age",
+        "1s",
+        "--audit-max-rows",
+        "0",
+    ]);
+    validate_json("receiver.audit-prune.schema.json", &v);
+    assert_eq!(v["deleted_by_age"], 5, "{v}");
+    assert_eq!(v["deleted_by_rows"], 0, "{v}");
+    assert_eq!(v["remaining"], 1, "{v}");
+    assert_eq!(audit_ids(&r).len(), 1);
+    // Nothing left outside the retention: a second prune deletes nothing.
+    let v = r.admin_json(&["audit", "prune", "--audit-max-age", "1h"]);
+    assert_eq!(
+        (v["deleted_by_age"].as_i64(), v["remaining"].as_i64()),
+        (Some(0), Some(1))
+    );
+}

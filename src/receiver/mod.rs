@@ -15,6 +15,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod perms;
 pub mod registrations;
+pub mod retention;
 pub mod server;
 pub mod store;
 pub mod visibility;

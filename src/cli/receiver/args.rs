@@ -172,6 +172,30 @@ pub struct ServeArgs {
     /// Behave like another Checkmk receiver (interop tests only).
     #[arg(long, value_enum, hide = true)]
     pub emulate: Vec<EmulateArg>,
+    #[command(flatten)]
+    pub retention: RetentionArgs,
+}
+
+/// The audit log's retention (`serve` applies it at start and hourly).
+#[derive(Debug, Clone, Args)]
+pub struct RetentionArgs {
+    /// Delete audit entries older than this (0 keeps them whatever their age).
+    #[arg(long, default_value = "365d", value_parser = humantime::parse_duration)]
+    pub audit_max_age: std::time::Duration,
+    /// Keep at most this many audit entries, the newest (0: no limit).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub audit_max_rows: u64,
+}
+
+impl RetentionArgs {
+    pub fn to_retention(&self) -> crate::receiver::store::Retention {
+        let age = self.audit_max_age.as_secs();
+        crate::receiver::store::Retention {
+            max_age_secs: (age > 0).then(|| i64::try_from(age).unwrap_or(i64::MAX)),
+            max_rows: (self.audit_max_rows > 0)
+                .then(|| i64::try_from(self.audit_max_rows).unwrap_or(i64::MAX)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -462,12 +486,21 @@ pub enum RegistrationsCmd {
 }
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct AuditArgs {
+    #[command(subcommand)]
+    pub cmd: Option<AuditCmd>,
     #[arg(long)]
     pub host: Option<String>,
     /// Newest N entries.
     #[arg(long, default_value_t = 100)]
     pub limit: i64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCmd {
+    /// Delete the entries outside the retention now (what `serve` does hourly).
+    Prune(RetentionArgs),
 }
 
 #[derive(Debug, Args)]

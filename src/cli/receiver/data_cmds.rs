@@ -1,9 +1,9 @@
 //! Data commands: the latest agent output of a host, and the audit log.
 use std::path::Path;
 
-use super::args::AuditArgs;
+use super::args::{AuditArgs, RetentionArgs};
 use super::db::read;
-use super::output::{AgentDataOut, AuditList};
+use super::output::{AgentDataOut, AuditList, AuditPruneOut};
 use crate::cli::error::{Error, ErrorCode, Result};
 use crate::receiver::store;
 use crate::wire::certs;
@@ -26,6 +26,25 @@ pub(super) fn agent_data(dir: &Path, host: &str) -> Result<AgentDataOut> {
             bytes: data.len(),
             output: String::from_utf8_lossy(&data).into_owned(),
         })
+    })
+}
+
+/// `audit prune`: the same batches as the server's hourly pass, until nothing is left.
+pub(super) fn audit_prune(dir: &Path, r: &RetentionArgs) -> Result<AuditPruneOut> {
+    let r = r.to_retention();
+    let mut pruned = store::AuditPruned::default();
+    loop {
+        let now = store::now();
+        let batch = store::tx(dir, |c| Ok(store::prune_audit_batch(c, &r, now)?))?;
+        if batch.is_empty() {
+            break;
+        }
+        pruned.add(&batch);
+    }
+    Ok(AuditPruneOut {
+        ok: true,
+        pruned,
+        remaining: read(dir, |c| Ok(store::count_audit(c)?))?,
     })
 }
 

@@ -18,7 +18,7 @@ use schemars::schema_for;
 
 use self::admin_cmds::{folder_cmd, group_cmd, host_cmd, role_cmd, rule_cmd, token_cmd, user_cmd};
 use self::args::*;
-use self::data_cmds::{agent_data, audit};
+use self::data_cmds::{agent_data, audit, audit_prune};
 use self::output::*;
 use self::registration_cmds::{pending_cmd, registrations, unregister};
 use self::site_cmds::{fingerprint, init, serve};
@@ -84,6 +84,10 @@ pub fn schemas() -> Vec<(String, schemars::Schema)> {
             schema_for!(RegistrationList),
         ),
         ("receiver.audit.schema.json".into(), schema_for!(AuditList)),
+        (
+            "receiver.audit-prune.schema.json".into(),
+            schema_for!(AuditPruneOut),
+        ),
         ("receiver.fetch.schema.json".into(), schema_for!(FetchOut)),
         (
             "receiver.agent-data.schema.json".into(),
@@ -235,6 +239,10 @@ pub fn run(cli: Cli) -> i32 {
             emit(json, registrations(&dir, host))
         }
         Command::Unregister { host } => emit(json, unregister(&dir, host)),
+        Command::Audit(AuditArgs {
+            cmd: Some(AuditCmd::Prune(r)),
+            ..
+        }) => emit(json, audit_prune(&dir, &r)),
         Command::Audit(a) => emit(json, audit(&dir, a)),
         Command::Fetch(a) => {
             let opts = crate::receiver::fetch::FetchOptions {

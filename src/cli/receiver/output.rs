@@ -393,6 +393,23 @@ impl Render for RegistrationList {
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
+pub struct AuditPruneOut {
+    pub ok: bool,
+    #[serde(flatten)]
+    pub pruned: crate::receiver::store::AuditPruned,
+    /// Entries left in the log.
+    pub remaining: i64,
+}
+impl Render for AuditPruneOut {
+    fn text(&self) -> String {
+        format!(
+            "deleted {} audit entries by age and {} beyond the row limit; {} remain",
+            self.pruned.deleted_by_age, self.pruned.deleted_by_rows, self.remaining
+        )
+    }
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct AuditList {
     pub ok: bool,
     pub entries: Vec<AuditEntry>,

@@ -125,6 +125,10 @@ pub(super) fn serve(dir: &Path, a: ServeArgs) -> Result<ServeOut> {
             ca::write_atomic(f, addr.to_string().as_bytes(), 0o644)
                 .map_err(|e| Error::local_state(e.to_string()))?;
         }
+        tokio::spawn(crate::receiver::retention::run(
+            st.db.clone(),
+            a.retention.to_retention(),
+        ));
         tracing::info!("listening on https://{addr}/{}/agent-receiver/", st.site);
         crate::receiver::server::serve(st, listener, stop)
             .await
