@@ -131,6 +131,14 @@ impl TestReceiver {
     }
 
     /// Stops the server with SIGTERM and waits for it; returns whether it exited cleanly.
+    /// SIGKILL: the receiver dies mid-whatever, with no chance to flush or clean up.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     pub fn stop(&mut self) -> bool {
         let Some(mut child) = self.child.take() else {
             return true;
