@@ -7,6 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
+bash tests/install_deps.sh >&2
+
 venv=${TETHER_VENV:-$PWD/target/venv}
 requirements=tests/integrations/requirements.txt
 if [ ! -x "$venv/bin/python" ]; then
