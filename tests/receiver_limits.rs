@@ -97,12 +97,13 @@ fn per_address_caps_refuse_a_flood_and_spare_other_addresses() {
     r.add_host("h2", &[]);
     let cfg = tls_config(&r.site_ca_pem());
 
-    // 2,000 silent connections from 127.0.0.2: only 32 handshakes may wait at once.
+    // 2,000 silent connections from 127.0.0.2: its connection cap keeps 40 open (32 in a
+    // handshake, 8 waiting for a handshake slot), the rest are closed before TLS.
     let flooder = ip("127.0.0.2");
     let flood: Vec<_> = (0..2000)
         .map(|_| connect_from(flooder, r.addr).expect("connect"))
         .collect();
-    assert_eq!(settled_open(&flood, Duration::from_secs(30)), 32);
+    assert_eq!(settled_open(&flood, Duration::from_secs(30)), 40);
     // A further one from that address is closed before TLS...
     assert!(tls_from(&cfg, flooder, r.addr).is_err());
     // ...while 127.0.0.1 registers.
@@ -128,6 +129,25 @@ fn per_address_caps_refuse_a_flood_and_spare_other_addresses() {
     assert!(ok, "127.0.0.2 still refused after its connections closed");
     assert_eq!(try_register(&r, "h2"), Some(200));
     drop(held);
+}
+
+/// A burst from one address beyond its handshake cap waits for slots instead of being reset
+/// (a NAT or an Ansible controller with many forks looks like this).
+#[test]
+fn a_burst_from_one_address_queues_for_handshakes() {
+    let r = TestReceiver::start_with("burst", &["--max-handshakes-per-ip", "2"]);
+    r.add_user("reg", "agent_registration", "pw");
+    for i in 0..24 {
+        r.add_host(&format!("b{i}"), &[]);
+    }
+    let got: Vec<Option<u16>> = std::thread::scope(|s| {
+        let r = &r;
+        let workers: Vec<_> = (0..24)
+            .map(|i| s.spawn(move || try_register(r, &format!("b{i}"))))
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    assert_eq!(got, vec![Some(200); 24]);
 }
 
 #[test]

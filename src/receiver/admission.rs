@@ -1,14 +1,16 @@
-//! Which accepted TCP connections the receiver takes on: a global cap on open connections,
-//! and per source address a cap on open connections and on TLS handshakes in progress (a
-//! handshake costs the server a key exchange, and a silent client holds its slot until the
-//! handshake timeout). Refused connections are closed before any TLS, so a flood costs one
-//! accept each; refusals are logged at most once a second per kind.
+//! Which accepted TCP connections the receiver takes on: a global cap on open connections
+//! and a per-source-address cap on open connections, both refused before any TLS (a flood
+//! costs one accept each; refusals are logged at most once a second per kind), and per source
+//! address a cap on TLS handshakes in progress. A handshake over that cap waits for a slot
+//! (within the handshake timeout) instead of being reset: a burst from one address (a NAT, an
+//! Ansible controller with many forks) is smoothed, while the key-exchange work one address
+//! can demand at once stays bounded.
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::wire::per_ip::{PerIp, Slot};
 
@@ -36,7 +38,6 @@ impl Default for Caps {
 pub enum Refused {
     Connections,
     ConnectionsPerIp,
-    HandshakesPerIp,
 }
 
 impl Refused {
@@ -46,9 +47,6 @@ impl Refused {
             Refused::ConnectionsPerIp => {
                 "its address's connection limit (--max-connections-per-ip)"
             }
-            Refused::HandshakesPerIp => {
-                "its address's limit of TLS handshakes in progress (--max-handshakes-per-ip)"
-            }
         }
     }
 }
@@ -57,13 +55,19 @@ impl Refused {
 pub struct Admitted {
     _conn: OwnedSemaphorePermit,
     _ip_conn: Slot,
-    /// Held only while the TLS handshake runs: see [`Admitted::handshake_done`].
-    handshake: Option<Slot>,
+    ip: std::net::IpAddr,
 }
 
-impl Admitted {
-    pub fn handshake_done(&mut self) {
-        self.handshake = None;
+/// A TLS handshake slot of one source address; dropping it wakes the waiting handshakes.
+pub struct HandshakeSlot {
+    slot: Option<Slot>,
+    freed: Arc<Notify>,
+}
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        self.slot = None;
+        self.freed.notify_waiters();
     }
 }
 
@@ -72,7 +76,8 @@ pub struct Admission {
     conns: Arc<Semaphore>,
     per_ip: PerIp,
     handshakes: PerIp,
-    log: [RefusalLog; 3],
+    freed: Arc<Notify>,
+    log: [RefusalLog; 2],
 }
 
 impl Admission {
@@ -82,7 +87,29 @@ impl Admission {
             conns: Arc::new(Semaphore::new(caps.connections)),
             per_ip: PerIp::default(),
             handshakes: PerIp::default(),
+            freed: Arc::new(Notify::new()),
             log: Default::default(),
+        }
+    }
+
+    /// Waits until the connection's address has a free handshake slot (the caller bounds
+    /// the wait with the handshake timeout).
+    pub async fn handshake(&self, conn: &Admitted) -> HandshakeSlot {
+        loop {
+            // Registered before the attempt, so a slot freed in between is not missed.
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if let Some(slot) = self
+                .handshakes
+                .acquire(conn.ip, self.caps.handshakes_per_ip)
+            {
+                return HandshakeSlot {
+                    slot: Some(slot),
+                    freed: self.freed.clone(),
+                };
+            }
+            freed.await;
         }
     }
 
@@ -105,14 +132,10 @@ impl Admission {
             .per_ip
             .acquire(ip, self.caps.connections_per_ip)
             .ok_or(Refused::ConnectionsPerIp)?;
-        let handshake = self
-            .handshakes
-            .acquire(ip, self.caps.handshakes_per_ip)
-            .ok_or(Refused::HandshakesPerIp)?;
         Ok(Admitted {
             _conn: conn,
             _ip_conn: ip_conn,
-            handshake: Some(handshake),
+            ip,
         })
     }
 }
@@ -157,7 +180,7 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn caps_connections_and_handshakes() {
+    async fn caps_connections_and_queues_handshakes() {
         let a = Admission::new(Caps {
             connections: 4,
             connections_per_ip: 3,
@@ -165,14 +188,21 @@ mod tests {
         });
         let x: IpAddr = "192.0.2.1".parse().unwrap();
         let y: IpAddr = "192.0.2.2".parse().unwrap();
-        let mut c1 = a.admit(x).unwrap();
-        let _c2 = a.admit(x).unwrap();
-        assert_eq!(a.try_admit(x).err(), Some(Refused::HandshakesPerIp));
-        c1.handshake_done();
-        let _c3 = a.admit(x).unwrap();
+        let c1 = a.admit(x).unwrap();
+        let c2 = a.admit(x).unwrap();
+        let c3 = a.admit(x).unwrap();
         assert_eq!(a.try_admit(x).err(), Some(Refused::ConnectionsPerIp));
-        let _c4 = a.admit(y).unwrap();
+        let h1 = a.handshake(&c1).await;
+        let _h2 = a.handshake(&c2).await;
+        // The third handshake of x waits until one of the first two is done...
+        let wait = tokio::time::timeout(Duration::from_millis(50), a.handshake(&c3));
+        assert!(wait.await.is_err());
+        // ...while y's does not wait at all.
+        let c4 = a.admit(y).unwrap();
+        let _h4 = a.handshake(&c4).await;
         assert_eq!(a.try_admit(y).err(), Some(Refused::Connections));
+        let (third, ()) = tokio::join!(a.handshake(&c3), async move { drop(h1) });
+        drop(third);
         drop(c1);
         assert!(a.admit(y).is_some());
     }

@@ -54,7 +54,7 @@ pub async fn serve(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // Every connection task holds a clone; when all are gone, draining is done.
     let (alive_tx, mut alive_rx) = tokio::sync::mpsc::channel::<()>(1);
-    let admission = Admission::new(st.limits.caps);
+    let admission = Arc::new(Admission::new(st.limits.caps));
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -79,9 +79,15 @@ pub async fn serve(
         let mut stop = stop_rx.clone();
         let alive = alive_tx.clone();
         let limits = st.limits.clone();
+        let admission = admission.clone();
         tokio::spawn(async move {
             let _alive = alive;
-            handle(tcp, peer, admitted, acceptor, router, &limits, &mut stop).await;
+            let conn = Conn {
+                tcp,
+                peer,
+                admitted,
+            };
+            handle(conn, &admission, acceptor, router, &limits, &mut stop).await;
         });
     }
     let _ = stop_tx.send(true);
@@ -90,17 +96,33 @@ pub async fn serve(
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn handle(
+/// An accepted connection and the admission slots it holds until it closes.
+struct Conn {
     tcp: tokio::net::TcpStream,
     peer: SocketAddr,
-    mut admitted: Admitted,
+    admitted: Admitted,
+}
+
+async fn handle(
+    conn: Conn,
+    admission: &Admission,
     acceptor: TlsAcceptor,
     router: axum::Router,
     limits: &api::Limits,
     stop: &mut tokio::sync::watch::Receiver<bool>,
 ) {
-    let tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
+    // `admitted` lives until the connection closes: it holds the connection slots.
+    let Conn {
+        tcp,
+        peer,
+        admitted,
+    } = conn;
+    // The wait for a handshake slot counts against the handshake timeout.
+    let handshake = async {
+        let _slot = admission.handshake(&admitted).await;
+        acceptor.accept(tcp).await
+    };
+    let tls = match tokio::time::timeout(limits.handshake_timeout, handshake).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             tracing::info!("TLS handshake with {peer} failed: {e}");
@@ -111,7 +133,6 @@ async fn handle(
             return;
         }
     };
-    admitted.handshake_done();
     let client_cert = tls
         .get_ref()
         .1

@@ -147,7 +147,7 @@ pub struct ServeArgs {
     /// Most connections open at once from one source address.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections_per_ip: u32,
-    /// Most TLS handshakes in progress at once from one source address.
+    /// Most TLS handshakes in progress at once from one source address; more wait for a slot.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_handshakes_per_ip: u32,
     /// Failed authentications allowed per source address in a burst.
