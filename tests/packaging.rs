@@ -559,7 +559,8 @@ fn receiver_deb_installs_and_purge_removes_the_site() {
     for line in [
         "ExecStart=/usr/bin/tether-receiver serve --listen ${TETHER_RECEIVER_LISTEN}",
         "Environment=TETHER_RECEIVER_DIR=/var/lib/tether-receiver",
-        "ConditionPathExists=/var/lib/tether-receiver/receiver.db",
+        "Environment=TETHER_RECEIVER_LISTEN=[::]:8000",
+        "ConditionPathExists=/var/lib/tether-receiver/ca/site-ca.pem",
         "StateDirectoryMode=0700",
         "ProtectSystem=strict",
         "ReadWritePaths=/var/lib/tether-receiver",
@@ -598,6 +599,8 @@ fn receiver_deb_installs_and_purge_removes_the_site() {
     common::validate_json("receiver.init.schema.json", &doc);
     let db = state.join("receiver.db");
     assert!(db.is_file());
+    // What the unit's ConditionPathExists waits for (on SQLite and PostgreSQL sites alike).
+    assert!(state.join("ca/site-ca.pem").is_file());
 
     // Upgrade keeps the site; purge removes it.
     root.install(deb);
