@@ -11,6 +11,7 @@ nothing) where python3-apt and dpkg are available.
 """
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -174,11 +175,24 @@ def test_role_check_mode_then_converges_and_is_idempotent(receiver, tmp_path):
         daemon.stop()
 
 
+def agent_debs(out):
+    """The agent .deb: target/packages' when built, else one packaged here from the binaries
+    under test (packaging/build.sh with PROFILE=dev compiles nothing)."""
+    debs = sorted((REPO / "target" / "packages").glob("tether_*.deb"))
+    if debs:
+        return debs
+    if not shutil.which("dpkg-deb"):
+        pytest.skip("dpkg-deb is missing (apt-get install dpkg-dev); tests/install_deps.sh installs it")
+    env = dict(os.environ, PROFILE="dev", BIN_DIR=str(Path(TETHER_BIN).parent), OUT=str(out), FAST="1")
+    subprocess.run(["bash", str(REPO / "packaging" / "build.sh")], env=env, check=True,
+                   stdout=subprocess.DEVNULL)
+    return sorted(Path(out).glob("tether_*.deb"))
+
+
 def test_role_deb_install_in_check_mode(receiver, tmp_path):
     """tether_agent_install=file with a .deb: check mode reports the copy and installs nothing."""
-    debs = sorted((REPO / "target" / "packages").glob("tether_*.deb"))
-    if not debs:
-        pytest.skip("no .deb in target/packages (bash packaging/build.sh makes it)")
+    debs = agent_debs(tmp_path / "packages")
+    assert debs, "packaging/build.sh made no agent .deb"
     home, args = role_vars(receiver, tmp_path, "role03", free_port(), tether_agent_install="file",
                            tether_agent_package_file=str(debs[-1]),
                            tether_agent_package_dest=str(tmp_path / "pkgcache"))
