@@ -112,7 +112,11 @@ pub async fn run(
             match claim(&sh, free).await {
                 Ok(hosts) => {
                     full = hosts.len() == free;
+                    let at = store::now_ms();
                     for (host, lease_ms) in hosts {
+                        // Which receiver took which host when: the trail that shows hosts
+                        // split between receivers (debug level, as every pull).
+                        tracing::debug!(host = %host, at_ms = at, owner = %sh.opts.owner, "claimed");
                         start_pull(&sh, host, lease_ms);
                     }
                 }
