@@ -208,6 +208,7 @@ fn serve_pulls_on_the_interval_stores_compressed_and_reports_health() {
         "tether_receiver_registrations 5",
         "tether_receiver_stale_hosts",
         "tether_receiver_scheduled_hosts 5",
+        "tether_receiver_registration_requests_total{outcome=\"registered\"} 5",
     ] {
         assert!(after.contains(name), "{name} missing:\n{after}");
     }

@@ -55,7 +55,9 @@ pub fn pull_finished(outcome: &str, seconds: f64) {
     m.pull_seconds.observe(seconds);
 }
 
-/// An answered registration request: `outcome` is `registered`, `pending`, or `refused`.
+/// An answered registration request: `outcome` is `registered` (an existing host got its
+/// certificate), `new` (a new-host registration accepted, decided by rules or approval), or
+/// `refused`.
 pub fn registration(outcome: &str) {
     count(&global().registrations, outcome);
 }
