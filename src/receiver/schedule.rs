@@ -137,9 +137,10 @@ pub async fn run(
             _ = stop.changed() => {}
         }
     }
-    // Pulls in flight end within their deadline; then nothing of ours is leased.
+    // Pulls in flight get a moment to finish (a pull lost now is made up one interval
+    // later, so a stop need not wait out slow agents); then nothing of ours is leased.
     let all = sh.opts.concurrency as u32;
-    let wait = sh.opts.timeout + Duration::from_secs(2);
+    let wait = sh.opts.timeout.min(Duration::from_secs(2));
     let _ = tokio::time::timeout(wait, sh.slots.acquire_many(all)).await;
     let owner = sh.opts.owner.clone();
     match sh.db.write(move |c| store::release_leases(c, &owner)).await {
