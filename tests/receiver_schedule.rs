@@ -426,6 +426,9 @@ fn three_receivers_on_postgres_split_hosts_and_take_over_from_a_killed_one() {
         let x = host(&h, n);
         assert!(x["last_success"].is_string(), "{x}");
         assert!(x["last_error_code"].is_null(), "{x}");
+        assert!(x["pulls"].as_i64().unwrap() >= 3, "{x}");
+        assert!(x["pulled_by"].is_string(), "{x}");
+        assert!(x["lease_owner"].is_null(), "{x}");
     }
     d.stop();
 }

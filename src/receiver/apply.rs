@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct ApplyChange {
-    /// user, role, group, folder, host, rules, token.
+    /// user, role, group, folder, host, rules, token, setting.
     pub kind: String,
     pub name: String,
     /// create, update or delete.

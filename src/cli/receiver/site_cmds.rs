@@ -76,6 +76,9 @@ pub(super) fn fingerprint(dir: &Path) -> Result<FingerprintOut> {
 }
 
 pub(super) fn serve(dir: &Path, a: ServeArgs) -> Result<ServeOut> {
+    if a.pull_timeout.is_zero() {
+        return Err(Error::usage("--pull-timeout must be positive"));
+    }
     crate::wire::tls::install_default_provider();
     let (site, lifetime) = read(dir, |c| Ok((admin::site(c)?, admin::cert_lifetime(c)?)))?;
     let keys = ca::SiteKeys::load(dir).map_err(|e| Error::local_state(e.to_string()))?;
