@@ -106,32 +106,39 @@ pub async fn run(
             }
             last_sync = Some(Instant::now());
         }
-        let free = sh.slots.available_permits();
-        let mut full = false;
-        if free >= batch {
-            match claim(&sh, free).await {
-                Ok(hosts) => {
-                    full = hosts.len() == free;
-                    let at = store::now_ms();
-                    for (host, lease_ms) in hosts {
-                        // Which receiver took which host when: the trail that shows hosts
-                        // split between receivers (debug level, as every pull).
-                        tracing::debug!(host = %host, at_ms = at, owner = %sh.opts.owner, "claimed");
-                        start_pull(&sh, host, lease_ms);
-                    }
-                }
-                Err(e) => tracing::warn!("claiming due hosts failed: {e}"),
+        let mut free = sh.slots.available_permits();
+        if free < batch {
+            // Busy: claim again once enough pulls have finished, or after a tick with the
+            // few slots slow pulls leave free.
+            let ticked = tokio::select! {
+                _ = sh.finished.notified() => false,
+                _ = tokio::time::sleep(TICK) => true,
+                _ = stop.changed() => false,
+            };
+            free = sh.slots.available_permits();
+            if !ticked || free == 0 {
+                continue;
             }
+        }
+        let mut full = false;
+        match claim(&sh, free).await {
+            Ok(hosts) => {
+                full = hosts.len() == free;
+                let at = store::now_ms();
+                for (host, lease_ms) in hosts {
+                    // Which receiver took which host when: the trail that shows hosts
+                    // split between receivers (debug level, as every pull).
+                    tracing::debug!(host = %host, at_ms = at, owner = %sh.opts.owner, "claimed");
+                    start_pull(&sh, host, lease_ms);
+                }
+            }
+            Err(e) => tracing::warn!("claiming due hosts failed: {e}"),
         }
         if full {
-            // More may be due: claim again as soon as slots free up.
-            tokio::select! {
-                _ = sh.finished.notified() => {}
-                _ = tokio::time::sleep(TICK) => {}
-                _ = stop.changed() => {}
-            }
+            // More may be due: claim again as soon as slots free up (above).
             continue;
         }
+        // Nothing more is due: look again in a moment.
         tokio::select! {
             _ = tokio::time::sleep(TICK) => {}
             _ = stop.changed() => {}
