@@ -68,6 +68,10 @@ struct Shared {
     opts: ScheduleOptions,
     targets: RwLock<HashMap<String, Target>>,
     slots: Arc<Semaphore>,
+    /// Outcomes waiting for their commit: a pull's slot is free once the pull is done (a
+    /// commit takes milliseconds, far longer than a loopback pull), and this bounds what
+    /// waits in memory meanwhile.
+    unwritten: Arc<Semaphore>,
     finished: Notify,
 }
 
@@ -83,6 +87,7 @@ pub async fn run(
         db,
         connector: TlsConnector::from(client),
         slots: Arc::new(Semaphore::new(opts.concurrency)),
+        unwritten: Arc::new(Semaphore::new(opts.concurrency * 4)),
         opts,
         targets: RwLock::new(HashMap::new()),
         finished: Notify::new(),
@@ -148,7 +153,11 @@ pub async fn run(
     // later, so a stop need not wait out slow agents); then nothing of ours is leased.
     let all = sh.opts.concurrency as u32;
     let wait = sh.opts.timeout.min(Duration::from_secs(2));
-    let _ = tokio::time::timeout(wait, sh.slots.acquire_many(all)).await;
+    let _ = tokio::time::timeout(wait, async {
+        let _pulls = sh.slots.acquire_many(all).await;
+        let _writes = sh.unwritten.acquire_many(all * 4).await;
+    })
+    .await;
     let owner = sh.opts.owner.clone();
     match sh.db.write(move |c| store::release_leases(c, &owner)).await {
         Ok(Ok(n)) if n > 0 => tracing::info!("gave back {n} pull leases"),
@@ -282,6 +291,9 @@ fn start_pull(sh: &Arc<Shared>, host: String, lease_ms: i64) {
             bytes: r.as_ref().map_or(0, |p| p.wire_bytes as i64),
         };
         let owner = sh.opts.owner.clone();
+        let unwritten = sh.unwritten.clone().acquire_owned().await;
+        drop(permit);
+        sh.finished.notify_one();
         let stored = sh
             .db
             .write(move |c| {
@@ -296,7 +308,6 @@ fn start_pull(sh: &Arc<Shared>, host: String, lease_ms: i64) {
             Ok(Err(e)) => tracing::warn!("storing a pull failed: {e}"),
             Err(e) => tracing::warn!("storing a pull failed: {e}"),
         }
-        drop(permit);
-        sh.finished.notify_one();
+        drop(unwritten);
     });
 }
