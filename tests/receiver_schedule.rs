@@ -218,6 +218,38 @@ fn serve_pulls_on_the_interval_stores_compressed_and_reports_health() {
         "pull counter did not move:\n{before}\n{after}"
     );
     assert!(sample(&after, "tether_receiver_stale_hosts") >= 2.0);
+
+    // A push is stored as sent (zlib here), and the push host is fresh again.
+    let u = common::new_uuid();
+    let (st, body, key) = r.register_existing("reg", PW, &u, "pushy");
+    assert_eq!(st, 200, "{body}");
+    let client = r.agent(Some((body["agent_cert"].as_str().unwrap(), &key)));
+    let mp = tether::wire::multipart::agent_data_body(&tether::wire::compression::compress(
+        tether::wire::compression::Compression::Zlib,
+        &want,
+    ));
+    let (st, body) = common::response(
+        client
+            .post(&r.url(&format!("agent_data/{u}")))
+            .set("compression", "zlib")
+            .set("Content-Type", &mp.content_type)
+            .send_bytes(&mp.body),
+    );
+    assert_eq!(st, 204, "{body}");
+    let h = health(&r);
+    let p = host(&h, "pushy");
+    assert_eq!(p["compression"], "zlib", "{p}");
+    assert_eq!(p["output_bytes"], want.len(), "{p}");
+    assert!(
+        (p["stored_bytes"].as_u64().unwrap() as usize) < want.len() / 2,
+        "{p}"
+    );
+    assert_eq!(p["stale"], false, "{p}");
+    assert_eq!(p["pulls"], 0, "{p}");
+    let data = r.admin_json(&["agent-data", "pushy"]);
+    assert_eq!(data["via"], "push");
+    assert_eq!(data["output"].as_str().unwrap().as_bytes(), want);
+    assert!(scrape(mport).contains("tether_receiver_pushes_total{outcome=\"ok\"} 1"));
     d.stop();
 }
 
