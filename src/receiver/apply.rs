@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct ApplyChange {
-    /// user, role, group, folder, host, rules, token.
+    /// user, role, group, folder, host, rules, token, setting.
     pub kind: String,
     pub name: String,
     /// create, update or delete.
@@ -32,6 +32,8 @@ pub struct ApplyOut {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApplyFile {
+    #[serde(default)]
+    pub site: Option<SiteItem>,
     #[serde(default)]
     pub groups: Vec<GroupItem>,
     #[serde(default)]
@@ -147,8 +149,21 @@ pub struct FolderItem {
     pub path: String,
     #[serde(default)]
     pub contact_groups: Vec<String>,
+    /// Seconds between pulls for the hosts below (e.g. `30s`); absent: inherited.
+    #[serde(default)]
+    pub pull_interval: Option<String>,
     #[serde(default)]
     pub absent: bool,
+}
+
+/// Site-wide settings.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteItem {
+    /// Seconds between pulls where no host or folder says otherwise (e.g. `1m`); absent:
+    /// left as it is.
+    #[serde(default)]
+    pub pull_interval: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -191,6 +206,9 @@ pub struct HostItem {
     pub address: Option<String>,
     #[serde(default)]
     pub agent_port: Option<u16>,
+    /// Seconds between pulls (e.g. `30s`); absent: inherited from folders or the site.
+    #[serde(default)]
+    pub pull_interval: Option<String>,
     #[serde(default)]
     pub absent: bool,
 }
@@ -205,6 +223,7 @@ impl HostItem {
             mode: self.mode.clone(),
             address: self.address.clone(),
             agent_port: self.agent_port,
+            pull_interval: self.pull_interval.clone(),
         }
     }
 }
@@ -297,6 +316,15 @@ impl Changes {
 
 pub fn converge(c: &Connection, f: &ApplyFile, base: &Path) -> Result<Vec<ApplyChange>> {
     let mut ch = Changes(Vec::new());
+    if let Some(iv) = f.site.as_ref().and_then(|s| s.pull_interval.as_deref()) {
+        let secs = admin::parse_interval(iv)?;
+        ch.note(
+            admin::set_site_interval(c, Some(secs))?,
+            true,
+            "setting",
+            store::PULL_INTERVAL_SETTING,
+        );
+    }
     // Create in dependency order: groups → roles → folders → users → hosts → rules.
     for g in f.groups.iter().filter(|g| !g.absent) {
         let existed = store::group_exists(c, &g.name)?;
@@ -319,7 +347,12 @@ pub fn converge(c: &Connection, f: &ApplyFile, base: &Path) -> Result<Vec<ApplyC
     for fo in f.folders.iter().filter(|x| !x.absent) {
         let path = admin::normalize_folder(&fo.path)?;
         let existed = store::get_folder(c, &path)?.is_some();
-        let (p, changed) = admin::put_folder(c, &path, &fo.contact_groups)?;
+        let iv = fo
+            .pull_interval
+            .as_deref()
+            .map(admin::parse_interval)
+            .transpose()?;
+        let (p, changed) = admin::put_folder(c, &path, &fo.contact_groups, iv)?;
         ch.note(changed, existed, "folder", &p);
     }
     for u in f.users.iter().filter(|u| !u.absent) {

@@ -17,7 +17,8 @@ use tokio_rustls::TlsConnector;
 use super::ca::SiteKeys;
 use super::{admin, ingest, store};
 use crate::error::{Error, ErrorCode, Result};
-use crate::wire::{paths, pull};
+use crate::wire::compression::{self, Compression};
+use crate::wire::{paths, pull, WireError};
 
 /// What to pull and how.
 #[derive(Debug, Clone)]
@@ -52,15 +53,19 @@ pub struct FetchOut {
     pub failed: usize,
 }
 
-struct Target {
-    host: String,
+/// Where and as whom to pull one host.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub host: String,
     /// None: legacy plaintext pull of an unregistered host (only with --allow-plaintext).
-    uuid: Option<String>,
-    address: String,
-    port: u16,
+    pub uuid: Option<String>,
+    pub address: String,
+    pub port: u16,
 }
 
-fn client_config(keys: &SiteKeys) -> Result<ClientConfig> {
+/// The site's TLS client for pulls: its server certificate as client certificate, agents
+/// verified against the agent-signing CA.
+pub fn client_config(keys: &SiteKeys) -> Result<ClientConfig> {
     let mut roots = RootCertStore::empty();
     roots
         .add(keys.agent_ca_der.clone())
@@ -121,35 +126,81 @@ fn targets(c: &crate::receiver::store::Connection, a: &FetchOptions) -> Result<V
     Ok(out)
 }
 
-async fn fetch_one(
+/// Agent output as one pull brought it: the frame's compression and payload (kept as
+/// they are), validated by decompressing it once within the output limit.
+#[derive(Debug)]
+pub struct Pulled {
+    pub compression: Compression,
+    pub payload: Vec<u8>,
+    /// Length of the decompressed output.
+    pub size: usize,
+    /// Bytes read inside TLS (the whole frame).
+    pub wire_bytes: usize,
+}
+
+/// Why a pull failed: a stable code (health reports, metrics labels) and a text.
+#[derive(Debug, Clone)]
+pub struct PullError {
+    pub code: &'static str,
+    pub text: String,
+}
+
+impl std::fmt::Display for PullError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+fn perr(code: &'static str, text: impl Into<String>) -> PullError {
+    PullError {
+        code,
+        text: text.into(),
+    }
+}
+
+/// Pulls one host: connect, marker, TLS (or legacy plaintext), read to EOF, validate.
+/// `timeout` bounds each phase.
+pub async fn pull_one(
     t: &Target,
     connector: TlsConnector,
     timeout: Duration,
     limit: usize,
-) -> Result<Vec<u8>, String> {
-    let to = |what: &'static str| move |_| format!("timeout while {what}");
+) -> Result<Pulled, PullError> {
+    let to = |what: &'static str| move |_| perr("timeout", format!("timeout while {what}"));
     let mut tcp = tokio::time::timeout(timeout, TcpStream::connect((t.address.as_str(), t.port)))
         .await
         .map_err(to("connecting"))?
-        .map_err(|e| format!("cannot connect to {}:{}: {e}", t.address, t.port))?;
+        .map_err(|e| {
+            perr(
+                "connection_failed",
+                format!("cannot connect to {}:{}: {e}", t.address, t.port),
+            )
+        })?;
+    let _ = tcp.set_nodelay(true);
     let mut marker = [0u8; 2];
     tokio::time::timeout(timeout, tcp.read_exact(&mut marker))
         .await
         .map_err(to("waiting for the TLS marker"))?
-        .map_err(|e| format!("no TLS marker: {e}"))?;
+        .map_err(|e| perr("no_tls", format!("no TLS marker: {e}")))?;
     let Some(uuid) = &t.uuid else {
-        return plaintext(tcp, marker, timeout, limit).await;
+        let data = plaintext(tcp, marker, timeout, limit).await?;
+        return Ok(Pulled {
+            compression: Compression::None,
+            size: data.len(),
+            wire_bytes: data.len(),
+            payload: data,
+        });
     };
     if &marker != pull::TLS_MARKER {
         // A registered host must speak TLS; plaintext would be unauthenticated data.
-        return Err("the agent did not offer TLS (no '16' marker); plaintext is refused for a registered host".into());
+        return Err(perr("no_tls", "the agent did not offer TLS (no '16' marker); plaintext is refused for a registered host"));
     }
-    let name =
-        ServerName::try_from(uuid.clone()).map_err(|e| format!("bad UUID as server name: {e}"))?;
+    let name = ServerName::try_from(uuid.clone())
+        .map_err(|e| perr("tls_failed", format!("bad UUID as server name: {e}")))?;
     let mut tls = tokio::time::timeout(timeout, connector.connect(name, tcp))
         .await
         .map_err(to("in the TLS handshake"))?
-        .map_err(|e| format!("TLS handshake failed: {e}"))?;
+        .map_err(|e| perr("tls_failed", format!("TLS handshake failed: {e}")))?;
     let mut buf = Vec::new();
     // The compressed stream can never legitimately exceed the output limit by much.
     let cap = limit as u64 + 1024;
@@ -157,12 +208,44 @@ async fn fetch_one(
     tokio::time::timeout(timeout, limited.read_to_end(&mut buf))
         .await
         .map_err(to("reading agent data"))?
-        .map_err(|e| format!("reading agent data failed: {e}"))?;
+        .map_err(|e| perr("read_failed", format!("reading agent data failed: {e}")))?;
     if buf.len() as u64 > cap {
-        return Err(format!("agent data exceeds the limit of {limit} bytes"));
+        return Err(perr(
+            "too_large",
+            format!("agent data exceeds the limit of {limit} bytes"),
+        ));
     }
     let _ = tls.shutdown().await;
-    pull::decode(&buf, limit).map_err(|e| e.to_string())
+    validate_frame(buf, limit).await
+}
+
+/// Checks a pull frame (header, decompression within `limit`, `<<` start) and keeps its
+/// payload compressed. Decompression is CPU work: it runs off the async workers.
+async fn validate_frame(buf: Vec<u8>, limit: usize) -> Result<Pulled, PullError> {
+    let work = move || -> Result<Pulled, PullError> {
+        let wire_bytes = buf.len();
+        let (comp, payload) =
+            pull::split(&buf).map_err(|e| perr("invalid_output", e.to_string()))?;
+        let plain = compression::decompress(comp, payload, limit).map_err(|e| match e {
+            WireError::TooLarge(_) => perr("too_large", e.to_string()),
+            e => perr("invalid_output", e.to_string()),
+        })?;
+        if !plain.starts_with(b"<<") {
+            return Err(perr(
+                "invalid_output",
+                "agent output does not begin with '<<'",
+            ));
+        }
+        Ok(Pulled {
+            compression: comp,
+            size: plain.len(),
+            payload: payload.to_vec(),
+            wire_bytes,
+        })
+    };
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|e| Err(perr("internal", e.to_string())))
 }
 
 /// Legacy plaintext (spec §3.4): the raw agent output up to EOF. Only for hosts without a
@@ -172,23 +255,30 @@ async fn plaintext(
     first: [u8; 2],
     timeout: Duration,
     limit: usize,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, PullError> {
     if &first == pull::TLS_MARKER {
-        return Err(
-            "the agent offers TLS but the host has no registration here; register it first".into(),
-        );
+        return Err(perr(
+            "no_registration",
+            "the agent offers TLS but the host has no registration here; register it first",
+        ));
     }
     let mut buf = first.to_vec();
     let mut limited = (&mut tcp).take(limit as u64 + 1);
     tokio::time::timeout(timeout, limited.read_to_end(&mut buf))
         .await
-        .map_err(|_| "timeout while reading agent data".to_string())?
-        .map_err(|e| format!("reading agent data failed: {e}"))?;
+        .map_err(|_| perr("timeout", "timeout while reading agent data"))?
+        .map_err(|e| perr("read_failed", format!("reading agent data failed: {e}")))?;
     if buf.len() > limit {
-        return Err(format!("agent data exceeds the limit of {limit} bytes"));
+        return Err(perr(
+            "too_large",
+            format!("agent data exceeds the limit of {limit} bytes"),
+        ));
     }
     if !buf.starts_with(b"<<") {
-        return Err("agent output does not begin with '<<'".into());
+        return Err(perr(
+            "invalid_output",
+            "agent output does not begin with '<<'",
+        ));
     }
     Ok(buf)
 }
@@ -215,23 +305,34 @@ pub fn run(dir: &Path, a: &FetchOptions) -> Result<FetchOut> {
             handles.push(tokio::spawn(async move {
                 let _permit = sem.acquire_owned().await;
                 let start = Instant::now();
-                let r = fetch_one(&t, connector, timeout, limit).await;
+                let r = pull_one(&t, connector, timeout, limit).await;
+                crate::receiver::metrics::pull_finished(
+                    r.as_ref().err().map_or("ok", |e| e.code),
+                    start.elapsed().as_secs_f64(),
+                );
                 let r = match r {
-                    Ok(data) => {
+                    Ok(p) => {
                         let host = t.host.clone();
                         let stored = tokio::task::spawn_blocking(move || {
                             let c = conn
                                 .lock()
                                 .map_err(|_| "database lock poisoned".to_string())?;
-                            ingest::store_output(&c, &host, "pull", &data)
-                                .map(|_| data.len())
-                                .map_err(|e| e.to_string())
+                            ingest::store_compressed(
+                                &c,
+                                &host,
+                                "pull",
+                                p.compression,
+                                &p.payload,
+                                p.size,
+                            )
+                            .map(|_| p.size)
+                            .map_err(|e| e.to_string())
                         })
                         .await
                         .unwrap_or_else(|e| Err(e.to_string()));
                         stored
                     }
-                    Err(e) => Err(e),
+                    Err(e) => Err(e.text),
                 };
                 FetchResult {
                     host: t.host,

@@ -15,31 +15,68 @@ use crate::wire::api::{AGENT_DATA_FIELD, COMPRESSION_HEADER};
 use crate::wire::compression::{self, Compression};
 use crate::wire::WireError;
 
+/// Stores plain (uncompressed) agent output as the host's latest.
 pub fn store_output(
     c: &Connection,
     host: &str,
     via: &str,
     data: &[u8],
 ) -> crate::receiver::store::sql::Result<()> {
+    store_compressed(c, host, via, Compression::None, data, data.len())
+}
+
+/// Stores agent output as it arrived: `data` compressed with `comp`, `size` bytes once
+/// decompressed. The caller has decompressed it once within the output limit, so what is
+/// stored is known to be good; reads decompress again ([`latest_output`]).
+pub fn store_compressed(
+    c: &Connection,
+    host: &str,
+    via: &str,
+    comp: Compression,
+    data: &[u8],
+    size: usize,
+) -> crate::receiver::store::sql::Result<()> {
     c.execute(
-        "INSERT INTO agent_data(host, received_at, via, data) VALUES(?1,?2,?3,?4)
-         ON CONFLICT(host) DO UPDATE SET received_at=excluded.received_at, via=excluded.via, data=excluded.data",
-        params![host, store::now(), via, data],
+        "INSERT INTO agent_data(host, received_at, via, data, compression, size) VALUES(?1,?2,?3,?4,?5,?6)
+         ON CONFLICT(host) DO UPDATE SET received_at=excluded.received_at, via=excluded.via,
+           data=excluded.data, compression=excluded.compression, size=excluded.size",
+        params![host, store::now(), via, data, comp.header_name(), size as i64],
     )?;
     Ok(())
 }
 
-/// (received_at, via, data) of the latest output of a host.
+/// (received_at, via, data) of the latest output of a host, decompressed.
 pub fn latest_output(
     c: &Connection,
     host: &str,
 ) -> crate::receiver::store::sql::Result<Option<(i64, String, Vec<u8>)>> {
-    c.query_row(
-        "SELECT received_at, via, data FROM agent_data WHERE host=?1",
-        [host],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-    )
-    .optional()
+    use crate::receiver::store::sql::Error as SqlError;
+    type Stored = (i64, String, Vec<u8>, String, Option<i64>);
+    let row: Option<Stored> = c
+        .query_row(
+            "SELECT received_at, via, data, compression, size FROM agent_data WHERE host=?1",
+            [host],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        )
+        .optional()?;
+    let Some((at, via, data, comp, size)) = row else {
+        return Ok(None);
+    };
+    let comp = Compression::from_name(&comp).ok_or_else(|| {
+        SqlError::Other(format!(
+            "stored output of {host}: unknown compression {comp:?}"
+        ))
+    })?;
+    if comp == Compression::None {
+        return Ok(Some((at, via, data)));
+    }
+    // Validated on arrival; the recorded size bounds the inflation all the same.
+    let limit = size
+        .and_then(|s| usize::try_from(s).ok())
+        .unwrap_or(data.len() * 64);
+    let plain = compression::decompress(comp, &data, limit)
+        .map_err(|e| SqlError::Other(format!("stored output of {host}: {e}")))?;
+    Ok(Some((at, via, plain)))
 }
 
 pub async fn agent_data(
@@ -48,8 +85,12 @@ pub async fn agent_data(
     req: Request,
 ) -> Response {
     match ingest(&st, &uuid, req).await {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Ok(()) => {
+            crate::receiver::metrics::push("ok");
+            StatusCode::NO_CONTENT.into_response()
+        }
         Err(e) => {
+            crate::receiver::metrics::push("refused");
             tracing::info!("agent_data from {uuid:.64} refused: {:?}", e.detail);
             e.into_response()
         }
@@ -82,21 +123,27 @@ async fn ingest(st: &Arc<AppState>, uuid: &str, req: Request) -> Result<(), ApiE
     let host = host.map_err(|m| ApiError::new(StatusCode::FORBIDDEN, m))?;
     let (comp, payload) = push_payload(parts, bytes).await?;
     let max = st.limits.max_output;
-    let data = tokio::task::spawn_blocking(move || compression::decompress(comp, &payload, max))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .map_err(|e| match e {
-            WireError::TooLarge(n) => ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("Decompressed agent data exceeds the limit of {n} bytes"),
-            ),
-            other => ApiError::new(StatusCode::BAD_REQUEST, {
-                tracing::info!("decompression of agent data failed: {other}");
-                "Decompression of agent data failed".to_string()
-            }),
-        })?;
+    // Decompressed once to validate (limit, format); what is stored is the payload as sent.
+    let size = tokio::task::spawn_blocking(move || {
+        compression::decompress(comp, &payload, max).map(|d| (d.len(), payload))
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map_err(|e| match e {
+        WireError::TooLarge(n) => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("Decompressed agent data exceeds the limit of {n} bytes"),
+        ),
+        other => ApiError::new(StatusCode::BAD_REQUEST, {
+            tracing::info!("decompression of agent data failed: {other}");
+            "Decompression of agent data failed".to_string()
+        }),
+    })?;
+    let (size, payload) = size;
     st.db
-        .write(move |c| store_output(c, &host, "push", &data).map_err(ApiError::from))
+        .write(move |c| {
+            store_compressed(c, &host, "push", comp, &payload, size).map_err(ApiError::from)
+        })
         .await??;
     Ok(())
 }

@@ -55,7 +55,9 @@ pub fn pull_finished(outcome: &str, seconds: f64) {
     m.pull_seconds.observe(seconds);
 }
 
-/// An answered registration request: `outcome` is `registered`, `pending`, or `refused`.
+/// An answered registration request: `outcome` is `registered` (an existing host got its
+/// certificate), `new` (a new-host registration accepted, decided by rules or approval), or
+/// `refused`.
 pub fn registration(outcome: &str) {
     count(&global().registrations, outcome);
 }
@@ -108,6 +110,72 @@ pub fn render(gauges: &[(&str, &str, i64)]) -> String {
     // Writing into a String cannot fail.
     let _ = prometheus_client::encoding::text::encode(&mut out, &reg);
     out
+}
+
+/// The site's gauges, read from the database at scrape time.
+pub fn site_gauges(
+    c: &crate::receiver::store::Connection,
+) -> crate::receiver::store::sql::Result<Vec<(&'static str, &'static str, i64)>> {
+    let now = crate::receiver::store::now();
+    let hosts = crate::receiver::health::health(c, now)?;
+    let count = |f: &dyn Fn(&crate::receiver::health::HostHealth) -> bool| {
+        hosts.iter().filter(|h| f(h)).count() as i64
+    };
+    Ok(vec![
+        (
+            "registrations",
+            "Live registrations (not revoked, certificate valid)",
+            crate::receiver::health::live_registrations(c, now)?,
+        ),
+        ("hosts", "Hosts delivering agent output", hosts.len() as i64),
+        (
+            "scheduled_hosts",
+            "Pull hosts the scheduler pulls",
+            count(&|h| h.scheduled),
+        ),
+        (
+            "stale_hosts",
+            "Hosts without output within 1.5 intervals",
+            count(&|h| h.stale),
+        ),
+    ])
+}
+
+/// Serves `GET /metrics` (plain HTTP: bind it to loopback or a monitoring network) until
+/// `stop` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    db: crate::receiver::store::Db,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::http::{header, StatusCode};
+    use axum::response::IntoResponse;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let db = db.clone();
+            async move {
+                match db.read(site_gauges) {
+                    Ok(g) => (
+                        StatusCode::OK,
+                        [(
+                            header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        render(&g),
+                    )
+                        .into_response(),
+                    Err(e) => {
+                        tracing::warn!("metrics: {e}");
+                        (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n").into_response()
+                    }
+                }
+            }
+        }),
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(stop)
+        .await
 }
 
 #[cfg(test)]

@@ -20,6 +20,15 @@ impl Compression {
             Compression::Zstd => "zstd",
         }
     }
+    /// The name as stored beside the bytes (`none`, `zlib`, `zstd`).
+    pub fn from_name(s: &str) -> Option<Self> {
+        match s {
+            "none" => Some(Compression::None),
+            "zlib" => Some(Compression::Zlib),
+            "zstd" => Some(Compression::Zstd),
+            _ => None,
+        }
+    }
     pub fn from_header(s: &str) -> Result<Self, WireError> {
         match s.trim().to_ascii_lowercase().as_str() {
             "zlib" => Ok(Compression::Zlib),

@@ -26,6 +26,18 @@ pub fn encode(c: Compression, agent_output: &[u8]) -> Vec<u8> {
 
 /// Decodes what a fetcher read to EOF inside TLS, inflating at most `limit` bytes.
 pub fn decode(stream: &[u8], limit: usize) -> Result<Vec<u8>, WireError> {
+    let (c, payload) = split(stream)?;
+    let out = compression::decompress(c, payload, limit)?;
+    if !out.starts_with(b"<<") {
+        return Err(WireError::InvalidPull(
+            "agent output does not begin with '<<'".to_string(),
+        ));
+    }
+    Ok(out)
+}
+
+/// The frame's compression and its still compressed payload (header checked only).
+pub fn split(stream: &[u8]) -> Result<(Compression, &[u8]), WireError> {
     if stream.len() < 3 {
         return Err(WireError::InvalidPull(format!(
             "stream of {} bytes is shorter than its 3-byte header",
@@ -44,13 +56,7 @@ pub fn decode(stream: &[u8], limit: usize) -> Result<Vec<u8>, WireError> {
         2 => Compression::Zstd,
         b => return Err(WireError::UnsupportedCompression(format!("{b:02x}"))),
     };
-    let out = compression::decompress(c, &stream[3..], limit)?;
-    if !out.starts_with(b"<<") {
-        return Err(WireError::InvalidPull(
-            "agent output does not begin with '<<'".to_string(),
-        ));
-    }
-    Ok(out)
+    Ok((c, &stream[3..]))
 }
 
 #[cfg(test)]

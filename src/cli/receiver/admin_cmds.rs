@@ -140,10 +140,17 @@ pub(super) fn folder_cmd(json: bool, dir: &Path, c: FolderCmd) -> i32 {
         FolderCmd::Add {
             path,
             contact_groups,
+            pull_interval,
         } => emit(
             json,
-            tx(dir, |c| admin::put_folder(c, &path, &contact_groups))
-                .map(|(p, ch)| change(ch, "folder", &p, "add")),
+            tx(dir, |c| {
+                let iv = pull_interval
+                    .as_deref()
+                    .map(admin::parse_interval)
+                    .transpose()?;
+                admin::put_folder(c, &path, &contact_groups, iv)
+            })
+            .map(|(p, ch)| change(ch, "folder", &p, "add")),
         ),
         FolderCmd::Del { path } => emit(
             json,
@@ -173,8 +180,10 @@ pub(super) fn host_cmd(json: bool, dir: &Path, c: HostCmd) -> i32 {
             mode,
             address,
             agent_port,
+            pull_interval,
         } => {
             let spec = admin::HostSpec {
+                pull_interval,
                 folder: Some(folder),
                 contact_groups,
                 site,
@@ -202,6 +211,7 @@ pub(super) fn host_cmd(json: bool, dir: &Path, c: HostCmd) -> i32 {
                 })
             }),
         ),
+        HostCmd::Health => emit(json, read(dir, |c| Ok(crate::receiver::health::report(c)?))),
     }
 }
 
@@ -354,4 +364,34 @@ fn audit_token(
         },
     )?;
     Ok(())
+}
+
+pub(super) fn settings_cmd(json: bool, dir: &Path, c: SettingsCmd) -> i32 {
+    let show = |dir: &Path| {
+        read(dir, |c| {
+            let set = store::get_setting(c, store::PULL_INTERVAL_SETTING)?.is_some();
+            Ok(SettingsOut {
+                ok: true,
+                pull_interval_secs: store::site_interval(c)?,
+                pull_interval_default: !set,
+            })
+        })
+    };
+    match c {
+        SettingsCmd::Show => emit(json, show(dir)),
+        SettingsCmd::Set { pull_interval } => emit(
+            json,
+            tx(dir, |c| {
+                let Some(iv) = pull_interval.as_deref() else {
+                    return Ok(false);
+                };
+                let secs = match iv {
+                    "default" => None,
+                    s => Some(admin::parse_interval(s)?),
+                };
+                admin::set_site_interval(c, secs)
+            })
+            .map(|ch| change(ch, "setting", store::PULL_INTERVAL_SETTING, "set")),
+        ),
+    }
 }

@@ -61,8 +61,8 @@ pub enum Command {
     /// Folders (a tree; contact groups are inherited by subfolders and hosts).
     #[command(subcommand)]
     Folder(FolderCmd),
-    /// Hosts.
-    #[command(subcommand)]
+    /// Hosts, and their delivery health (`hosts health`).
+    #[command(subcommand, alias = "hosts")]
     Host(HostCmd),
     /// Auto-registration rules for new hosts (first match wins).
     #[command(subcommand)]
@@ -87,6 +87,9 @@ pub enum Command {
     AgentData(AgentDataArgs),
     /// Converge users, roles, groups, folders, hosts, rules and tokens to a YAML or JSON file.
     Apply(ApplyArgs),
+    /// Site-wide settings (the default pull interval).
+    #[command(subcommand)]
+    Settings(SettingsCmd),
     /// Print the shell completion script for SHELL (the packages install them).
     #[command(hide = true)]
     Completions {
@@ -174,6 +177,20 @@ pub struct ServeArgs {
     pub emulate: Vec<EmulateArg>,
     #[command(flatten)]
     pub retention: RetentionArgs,
+    /// Do not pull hosts on their interval (then only `fetch` pulls).
+    #[arg(long)]
+    pub no_scheduler: bool,
+    /// Scheduled pulls in flight at once.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub pull_concurrency: u32,
+    /// Deadline of one scheduled pull (connect, handshake, read); never beyond the host's
+    /// interval.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub pull_timeout: std::time::Duration,
+    /// Serve Prometheus metrics at http://ADDR/metrics (plain HTTP; e.g. 127.0.0.1:9650).
+    /// Off unless given.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
 }
 
 /// The audit log's retention (`serve` applies it at start and hourly).
@@ -293,6 +310,9 @@ pub enum FolderCmd {
         path: String,
         #[arg(long = "contact-group")]
         contact_groups: Vec<String>,
+        /// Seconds between pulls for the hosts below (e.g. 30s); default: inherited.
+        #[arg(long, value_name = "INTERVAL")]
+        pull_interval: Option<String>,
     },
     /// Delete a folder.
     Del { path: String },
@@ -323,11 +343,30 @@ pub enum HostCmd {
         /// Port the fetcher connects to (default 6556).
         #[arg(long)]
         agent_port: Option<u16>,
+        /// Seconds between pulls (push hosts: expected pushes), e.g. 30s; default:
+        /// inherited from the folders or the site.
+        #[arg(long, value_name = "INTERVAL")]
+        pull_interval: Option<String>,
     },
     /// Delete a host; its registrations are revoked.
     Del { name: String },
     /// List the hosts.
     List,
+    /// Per host: last output, age, stale or not, last pull error, duration, bytes, lease.
+    Health,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SettingsCmd {
+    /// Show the site-wide settings.
+    Show,
+    /// Change site-wide settings.
+    Set {
+        /// Seconds between pulls where no host or folder sets one (e.g. 1m); `default`
+        /// restores 60 s.
+        #[arg(long, value_name = "INTERVAL")]
+        pull_interval: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

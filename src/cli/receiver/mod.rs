@@ -16,7 +16,9 @@ mod site_cmds;
 
 use schemars::schema_for;
 
-use self::admin_cmds::{folder_cmd, group_cmd, host_cmd, role_cmd, rule_cmd, token_cmd, user_cmd};
+use self::admin_cmds::{
+    folder_cmd, group_cmd, host_cmd, role_cmd, rule_cmd, settings_cmd, token_cmd, user_cmd,
+};
 use self::args::*;
 use self::data_cmds::{agent_data, audit, audit_prune};
 use self::output::*;
@@ -94,6 +96,14 @@ pub fn schemas() -> Vec<(String, schemars::Schema)> {
             schema_for!(AgentDataOut),
         ),
         ("receiver.apply.schema.json".into(), schema_for!(ApplyOut)),
+        (
+            "receiver.host.health.schema.json".into(),
+            schema_for!(HealthOut),
+        ),
+        (
+            "receiver.settings.schema.json".into(),
+            schema_for!(SettingsOut),
+        ),
         (
             "admin-api.pending.schema.json".into(),
             schema_for!(crate::receiver::api::admin_api::PendingListBody),
@@ -256,6 +266,7 @@ pub fn run(cli: Cli) -> i32 {
         }
         Command::AgentData(a) => emit(json, agent_data(&dir, &a.host)),
         Command::Apply(a) => emit(json, crate::receiver::apply::run(&dir, &a.file, a.dry_run)),
+        Command::Settings(c) => settings_cmd(json, &dir, c),
         // Answered above, before the directory check.
         Command::Completions { .. } | Command::Man { .. } => 0,
     }

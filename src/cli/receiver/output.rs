@@ -5,6 +5,7 @@ use schemars::JsonSchema;
 
 pub use crate::receiver::apply::{ApplyChange, ApplyOut};
 pub use crate::receiver::fetch::{FetchOut, FetchResult};
+pub use crate::receiver::health::{HealthOut, HostHealth};
 use serde::Serialize;
 
 use crate::cli::output::Render;
@@ -486,5 +487,61 @@ impl Render for ApplyOut {
             (true, false) => "applied",
         });
         s
+    }
+}
+
+impl Render for HealthOut {
+    fn text(&self) -> String {
+        let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+        let num = |v: Option<i64>| v.map_or("-".into(), |n| n.to_string());
+        let mut rows = vec![
+            "HOST\tMODE\tINTERVAL\tLAST SUCCESS\tAGE\tSTALE\tERROR\tDURATION MS\tBYTES\tLEASE"
+                .to_string(),
+        ];
+        for h in &self.hosts {
+            let err = match (&h.last_error_code, &h.last_error) {
+                (Some(c), Some(t)) => format!("{c}: {t}"),
+                (Some(c), None) => c.clone(),
+                _ => "-".into(),
+            };
+            rows.push(format!(
+                "{}\t{}\t{}s\t{}\t{}\t{}\t{err}\t{}\t{}\t{}",
+                h.host,
+                h.mode,
+                h.interval_secs,
+                opt(&h.last_success),
+                h.age_secs.map_or("-".into(), |a| format!("{a}s")),
+                if h.stale { "yes" } else { "no" },
+                num(h.duration_ms),
+                num(h.bytes),
+                opt(&h.lease_owner),
+            ));
+        }
+        if self.hosts.is_empty() {
+            return "no hosts".into();
+        }
+        rows.join("\n")
+    }
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct SettingsOut {
+    pub ok: bool,
+    /// Seconds between pulls where no host or folder sets an interval.
+    pub pull_interval_secs: i64,
+    /// Whether that is the built-in default (nothing set).
+    pub pull_interval_default: bool,
+}
+impl Render for SettingsOut {
+    fn text(&self) -> String {
+        format!(
+            "pull_interval\t{}s{}",
+            self.pull_interval_secs,
+            if self.pull_interval_default {
+                " (default)"
+            } else {
+                ""
+            }
+        )
     }
 }

@@ -76,9 +76,13 @@ pub(super) fn fingerprint(dir: &Path) -> Result<FingerprintOut> {
 }
 
 pub(super) fn serve(dir: &Path, a: ServeArgs) -> Result<ServeOut> {
+    if a.pull_timeout.is_zero() {
+        return Err(Error::usage("--pull-timeout must be positive"));
+    }
     crate::wire::tls::install_default_provider();
     let (site, lifetime) = read(dir, |c| Ok((admin::site(c)?, admin::cert_lifetime(c)?)))?;
     let keys = ca::SiteKeys::load(dir).map_err(|e| Error::local_state(e.to_string()))?;
+    let pull_client = Arc::new(crate::receiver::fetch::client_config(&keys)?);
     let db =
         store::Db::open(&store::location(dir)?).map_err(|e| Error::local_state(e.to_string()))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -92,6 +96,7 @@ pub(super) fn serve(dir: &Path, a: ServeArgs) -> Result<ServeOut> {
         let addr = listener
             .local_addr()
             .map_err(|e| Error::internal(e.to_string()))?;
+        let st_db_for_metrics = db.clone();
         let st = Arc::new(api::AppState {
             site,
             keys,
@@ -120,7 +125,41 @@ pub(super) fn serve(dir: &Path, a: ServeArgs) -> Result<ServeOut> {
             console: (!a.no_console)
                 .then(|| crate::receiver::console::Console::new(a.console_idle_timeout)),
         });
-        let stop = shutdown_signal();
+        let signal = shutdown_signal();
+        // One signal stops the listener, the scheduler and the metrics endpoint.
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stop = async move {
+            signal.await;
+            let _ = stop_tx.send(true);
+        };
+        if let Some(m) = &a.metrics_listen {
+            let l = listen(m)?;
+            let maddr = l.local_addr().map_err(|e| Error::internal(e.to_string()))?;
+            let mut rx = stop_rx.clone();
+            tokio::spawn(async move {
+                let stopped = async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                };
+                if let Err(e) = crate::receiver::metrics::serve(l, st_db_for_metrics, stopped).await
+                {
+                    tracing::error!("metrics endpoint failed: {e}");
+                }
+            });
+            tracing::info!("metrics on http://{maddr}/metrics");
+        }
+        let scheduler = (!a.no_scheduler).then(|| {
+            let opts = crate::receiver::schedule::ScheduleOptions::new(
+                a.pull_concurrency as usize,
+                a.pull_timeout,
+                a.max_output_bytes,
+            );
+            tokio::spawn(crate::receiver::schedule::run(
+                st.db.clone(),
+                pull_client.clone(),
+                opts,
+                stop_rx.clone(),
+            ))
+        });
         if let Some(f) = &a.ready_file {
             ca::write_atomic(f, addr.to_string().as_bytes(), 0o644)
                 .map_err(|e| Error::local_state(e.to_string()))?;
@@ -133,6 +172,9 @@ pub(super) fn serve(dir: &Path, a: ServeArgs) -> Result<ServeOut> {
         crate::receiver::server::serve(st, listener, stop)
             .await
             .map_err(Error::local_state)?;
+        if let Some(h) = scheduler {
+            let _ = h.await;
+        }
         tracing::info!("shut down");
         Ok(ServeOut {
             ok: true,

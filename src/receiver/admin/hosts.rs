@@ -25,6 +25,23 @@ pub struct HostSpec {
     pub address: Option<String>,
     #[serde(default)]
     pub agent_port: Option<u16>,
+    /// Seconds between pulls (e.g. `30s`, `2m`); absent: inherited from the folders or
+    /// the site.
+    #[serde(default)]
+    pub pull_interval: Option<String>,
+}
+
+/// A pull interval as given (`30s`, `5m`): whole seconds, at least one, at most a day.
+pub fn parse_interval(s: &str) -> Result<i64> {
+    let d = humantime::parse_duration(s.trim())
+        .map_err(|e| Error::usage(format!("invalid interval {s:?}: {e}")))?;
+    let secs = d.as_secs();
+    if !(1..=86_400).contains(&secs) || d.subsec_nanos() != 0 {
+        return Err(Error::usage(format!(
+            "invalid interval {s:?}: whole seconds from 1s to 1d"
+        )));
+    }
+    Ok(secs as i64)
 }
 
 pub fn build_host(c: &Connection, name: &str, spec: &HostSpec) -> Result<Host> {
@@ -62,6 +79,11 @@ pub fn build_host(c: &Connection, name: &str, spec: &HostSpec) -> Result<Host> {
         mode: mode.as_str().to_string(),
         address: spec.address.clone(),
         agent_port: spec.agent_port,
+        pull_interval: spec
+            .pull_interval
+            .as_deref()
+            .map(parse_interval)
+            .transpose()?,
     })
 }
 

@@ -177,15 +177,31 @@ impl IntoResponse for ApiError {
 
 type ApiResult<T> = Result<T, ApiError>;
 
+/// Counts answered registration requests for `/metrics` by outcome.
+async fn count_registration(req: Request, next: axum::middleware::Next) -> Response {
+    let new = req.uri().path().ends_with("/register_new");
+    let resp = next.run(req).await;
+    super::metrics::registration(match (resp.status().is_success(), new) {
+        (false, _) => "refused",
+        (true, true) => "new",
+        (true, false) => "registered",
+    });
+    resp
+}
+
 pub fn router(state: Arc<AppState>) -> Router {
     let site = state.site.clone();
     let b = paths::base(&site);
     let without = |e: Emulate| state.emulate.contains(&e);
-    let mut r = Router::new().route(&format!("{b}/register_existing"), post(register_existing));
+    let counted = || axum::middleware::from_fn(count_registration);
+    let mut r = Router::new().route(
+        &format!("{b}/register_existing"),
+        post(register_existing).layer(counted()),
+    );
     if !without(Emulate::NoTokenEndpoint) {
         r = r.route(
             &format!("{b}/register_existing_token"),
-            post(register_existing_token),
+            post(register_existing_token).layer(counted()),
         );
     }
     if without(Emulate::RawEdition) {
@@ -197,7 +213,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             );
     } else {
         r = r
-            .route(&format!("{b}/register_new"), post(register_new))
+            .route(
+                &format!("{b}/register_new"),
+                post(register_new).layer(counted()),
+            )
             .route(
                 &format!("{b}/register_new_ongoing/{{uuid}}"),
                 post(register_new_ongoing),

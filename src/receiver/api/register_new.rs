@@ -329,6 +329,7 @@ async fn register_new_inner(
                                 mode: mode.as_str().into(),
                                 address: None,
                                 agent_port: None,
+                                pull_interval: None,
                             },
                         )?;
                         store::insert_registration(

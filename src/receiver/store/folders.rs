@@ -7,18 +7,22 @@ use super::*;
 pub struct Folder {
     pub path: String,
     pub contact_groups: Vec<String>,
+    /// Seconds between pulls for the hosts below, unless a subfolder or host says otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_interval: Option<i64>,
 }
 
 fn folder_row(r: &sql::Row) -> sql::Result<Folder> {
     Ok(Folder {
         path: r.get(0)?,
         contact_groups: json_list(&r.get::<_, String>(1)?),
+        pull_interval: r.get(2)?,
     })
 }
 
 pub fn get_folder(c: &Connection, path: &str) -> sql::Result<Option<Folder>> {
     c.query_row(
-        "SELECT path, contact_groups FROM folders WHERE path=?1",
+        "SELECT path, contact_groups, pull_interval FROM folders WHERE path=?1",
         [path],
         folder_row,
     )
@@ -26,7 +30,8 @@ pub fn get_folder(c: &Connection, path: &str) -> sql::Result<Option<Folder>> {
 }
 
 pub fn list_folders(c: &Connection) -> sql::Result<Vec<Folder>> {
-    let mut st = c.prepare("SELECT path, contact_groups FROM folders ORDER BY path")?;
+    let mut st =
+        c.prepare("SELECT path, contact_groups, pull_interval FROM folders ORDER BY path")?;
     let rows = st.query_map([], folder_row)?;
     rows.collect()
 }

@@ -14,6 +14,10 @@ pub struct Host {
     pub mode: String,
     pub address: Option<String>,
     pub agent_port: Option<u16>,
+    /// Seconds between pulls (pushes expected) set on the host; absent: inherited from
+    /// its folders or the site.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_interval: Option<i64>,
 }
 
 fn host_row(r: &sql::Row) -> sql::Result<Host> {
@@ -26,10 +30,12 @@ fn host_row(r: &sql::Row) -> sql::Result<Host> {
         mode: r.get(5)?,
         address: r.get(6)?,
         agent_port: r.get(7)?,
+        pull_interval: r.get(8)?,
     })
 }
 
-const HOST_COLS: &str = "name, folder, contact_groups, site, cluster, mode, address, agent_port";
+const HOST_COLS: &str =
+    "name, folder, contact_groups, site, cluster, mode, address, agent_port, pull_interval";
 
 pub fn get_host(c: &Connection, name: &str) -> sql::Result<Option<Host>> {
     c.query_row(
@@ -48,11 +54,11 @@ pub fn list_hosts(c: &Connection) -> sql::Result<Vec<Host>> {
 
 pub fn put_host(c: &Connection, h: &Host) -> sql::Result<()> {
     c.execute(
-        "INSERT INTO hosts(name, folder, contact_groups, site, cluster, mode, address, agent_port, created_at)
-         VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9)
+        "INSERT INTO hosts(name, folder, contact_groups, site, cluster, mode, address, agent_port, created_at, pull_interval)
+         VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)
          ON CONFLICT(name) DO UPDATE SET folder=excluded.folder, contact_groups=excluded.contact_groups,
            site=excluded.site, cluster=excluded.cluster, mode=excluded.mode, address=excluded.address,
-           agent_port=excluded.agent_port",
+           agent_port=excluded.agent_port, pull_interval=excluded.pull_interval",
         params![
             h.name,
             h.folder,
@@ -62,7 +68,8 @@ pub fn put_host(c: &Connection, h: &Host) -> sql::Result<()> {
             h.mode,
             h.address,
             h.agent_port,
-            now()
+            now(),
+            h.pull_interval
         ],
     )?;
     Ok(())

@@ -9,6 +9,7 @@ mod audit;
 mod folders;
 mod freshness;
 mod hosts;
+mod pull_state;
 mod registrations;
 pub mod sql;
 mod users;
@@ -18,6 +19,7 @@ pub use self::audit::*;
 pub use self::folders::*;
 pub use self::freshness::*;
 pub use self::hosts::*;
+pub use self::pull_state::*;
 pub use self::registrations::*;
 pub use self::users::*;
 pub use self::writer::*;
@@ -162,6 +164,13 @@ CREATE TABLE IF NOT EXISTS audit (
     outcome TEXT NOT NULL, detail TEXT NOT NULL DEFAULT '');
 CREATE TABLE IF NOT EXISTS agent_data (
     host TEXT PRIMARY KEY, received_at INTEGER NOT NULL, via TEXT NOT NULL, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS pull_state (
+    host TEXT PRIMARY KEY, active INTEGER NOT NULL DEFAULT 1, interval_ms INTEGER NOT NULL,
+    next_due INTEGER NOT NULL, lease_owner TEXT, lease_until INTEGER,
+    last_attempt INTEGER, last_success INTEGER, last_error_code TEXT, last_error TEXT,
+    duration_ms INTEGER, bytes INTEGER, pulled_by TEXT,
+    pulls INTEGER NOT NULL DEFAULT 0, failures INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS pull_state_due ON pull_state(next_due);
 "#;
 
 /// Columns added after the first release: (table, column, declaration).
@@ -177,6 +186,10 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     // Seconds between scheduled pulls; NULL inherits (see `freshness`).
     ("hosts", "pull_interval", "INTEGER"),
     ("folders", "pull_interval", "INTEGER"),
+    // Agent output is kept as it arrived: `data` compressed by `compression` (none, zlib,
+    // zstd), `size` its length decompressed. Earlier rows hold plain output.
+    ("agent_data", "compression", "TEXT NOT NULL DEFAULT 'none'"),
+    ("agent_data", "size", "INTEGER"),
 ];
 
 /// The schema in PostgreSQL's types: 64-bit integers, identity keys, byte arrays.

@@ -66,7 +66,28 @@ impl Db {
         }
     }
 
+    /// The database's dialect.
+    pub fn backend(&self) -> Backend {
+        match self.loc {
+            Location::Sqlite(_) => Backend::Sqlite,
+            Location::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Runs one self-contained statement (atomic on its own, e.g. the scheduler's claim on
+    /// PostgreSQL) on a pooled connection, outside the writer and its site-wide lock.
+    pub fn unlocked<R>(&self, f: impl FnOnce(&Connection) -> sql::Result<R>) -> Result<R, DbError> {
+        self.read(f)
+    }
+
     fn read_now<R>(&self, f: impl FnOnce(&Connection) -> sql::Result<R>) -> Result<R, DbError> {
+        let started = std::time::Instant::now();
+        let r = self.read_pooled(f);
+        crate::receiver::metrics::db_op(started.elapsed().as_secs_f64());
+        r
+    }
+
+    fn read_pooled<R>(&self, f: impl FnOnce(&Connection) -> sql::Result<R>) -> Result<R, DbError> {
         let conn = self.readers.lock().ok().and_then(|mut v| v.pop());
         let conn = match conn {
             Some(c) => c,
@@ -140,6 +161,7 @@ fn writer_loop(c: &mut Connection, rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
+        let started = std::time::Instant::now();
         let mut finishers = Vec::with_capacity(jobs.len());
         let mut begin = c.begin_write();
         for _ in 0..3 {
@@ -173,6 +195,7 @@ fn writer_loop(c: &mut Connection, rx: mpsc::Receiver<Job>) {
         if commit.is_err() {
             let _ = c.execute_batch("ROLLBACK");
         }
+        crate::receiver::metrics::db_op(started.elapsed().as_secs_f64());
         for f in finishers {
             f(commit.clone());
         }
