@@ -11,6 +11,7 @@ pub mod auth;
 pub mod ca;
 pub mod console;
 pub mod fetch;
+pub mod handoff;
 pub mod ingest;
 pub mod metrics;
 pub mod perms;

@@ -83,7 +83,8 @@ pub enum Command {
     Audit(AuditArgs),
     /// Pull agent output like Checkmk's fetcher (TLS on port 6556).
     Fetch(FetchArgs),
-    /// Show the latest pushed or pulled agent output of a host and its age.
+    /// Show the latest pushed or pulled agent output of a host and its age; --raw hands it
+    /// to Checkmk as a datasource program.
     AgentData(AgentDataArgs),
     /// Converge users, roles, groups, folders, hosts, rules and tokens to a YAML or JSON file.
     Apply(ApplyArgs),
@@ -528,6 +529,11 @@ pub struct FetchArgs {
 #[derive(Debug, Args)]
 pub struct AgentDataArgs {
     pub host: String,
+    /// Print only the agent output, byte for byte (Checkmk's datasource program); a missing,
+    /// stale (older than 1.5 intervals) output or an unknown host exits non-zero with one
+    /// line on stderr.
+    #[arg(long)]
+    pub raw: bool,
 }
 
 #[derive(Debug, Args)]

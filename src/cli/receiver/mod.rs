@@ -18,7 +18,7 @@ use schemars::schema_for;
 
 use self::admin_cmds::{folder_cmd, group_cmd, host_cmd, role_cmd, rule_cmd, token_cmd, user_cmd};
 use self::args::*;
-use self::data_cmds::{agent_data, audit, audit_prune};
+use self::data_cmds::{agent_data, agent_data_raw, audit, audit_prune, raw_fail};
 use self::output::*;
 use self::registration_cmds::{pending_cmd, registrations, unregister};
 use self::site_cmds::{fingerprint, init, serve};
@@ -209,19 +209,26 @@ pub fn run(cli: Cli) -> i32 {
         }
         command => Cli { command, ..cli },
     };
+    // `agent-data --raw` is Checkmk's datasource program: stdout is the agent output only,
+    // and every failure is one line on stderr (Checkmk shows it as the agent's error).
+    let raw = matches!(&cli.command, Command::AgentData(a) if a.raw);
     let dir = match &cli.dir {
         Some(d) => d.clone(),
         None => {
-            return emit::<FingerprintOut>(
-                json,
-                Err(Error::usage(
-                    "--dir DIR (or TETHER_RECEIVER_DIR) is required",
-                )),
-            )
+            let e = Error::usage("--dir DIR (or TETHER_RECEIVER_DIR) is required");
+            return if raw {
+                raw_fail(&e)
+            } else {
+                emit::<FingerprintOut>(json, Err(e))
+            };
         }
     };
     if let Err(e) = select_database(&cli) {
-        return emit::<FingerprintOut>(json, Err(e));
+        return if raw {
+            raw_fail(&e)
+        } else {
+            emit::<FingerprintOut>(json, Err(e))
+        };
     }
     match cli.command {
         Command::Init(a) => emit(json, init(&dir, a)),
@@ -253,6 +260,15 @@ pub fn run(cli: Cli) -> i32 {
                 allow_plaintext: a.allow_plaintext,
             };
             emit(json, crate::receiver::fetch::run(&dir, &opts))
+        }
+        Command::AgentData(a) if a.raw => {
+            if json {
+                return raw_fail(&Error::usage("--raw prints the agent output, not --json"));
+            }
+            match agent_data_raw(&dir, &a.host) {
+                Ok(()) => 0,
+                Err(e) => raw_fail(&e),
+            }
         }
         Command::AgentData(a) => emit(json, agent_data(&dir, &a.host)),
         Command::Apply(a) => emit(json, crate::receiver::apply::run(&dir, &a.file, a.dry_run)),

@@ -164,6 +164,17 @@ CREATE TABLE IF NOT EXISTS agent_data (
     host TEXT PRIMARY KEY, received_at INTEGER NOT NULL, via TEXT NOT NULL, data BLOB NOT NULL);
 "#;
 
+/// Every table of the schema, in creation order (parsed from [`SCHEMA`], so a table added
+/// there is known to everything that walks the whole state, e.g. `migrate --to`).
+pub fn table_names() -> Vec<&'static str> {
+    SCHEMA
+        .split("CREATE TABLE IF NOT EXISTS ")
+        .skip(1)
+        .filter_map(|rest| rest.split([' ', '(']).next())
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
 /// Columns added after the first release: (table, column, declaration).
 const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("tokens", "name", "TEXT"),
