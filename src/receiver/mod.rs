@@ -14,6 +14,7 @@ pub mod fetch;
 pub mod handoff;
 pub mod ingest;
 pub mod metrics;
+pub mod migrate;
 pub mod perms;
 pub mod registrations;
 pub mod retention;

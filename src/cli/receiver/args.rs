@@ -88,6 +88,9 @@ pub enum Command {
     AgentData(AgentDataArgs),
     /// Converge users, roles, groups, folders, hosts, rules and tokens to a YAML or JSON file.
     Apply(ApplyArgs),
+    /// Copy a site's whole state from its SQLite file to PostgreSQL (one verified
+    /// transaction), then point the site directory at PostgreSQL. Stop the receivers first.
+    Migrate(MigrateArgs),
     /// Print the shell completion script for SHELL (the packages install them).
     #[command(hide = true)]
     Completions {
@@ -534,6 +537,23 @@ pub struct AgentDataArgs {
     /// line on stderr.
     #[arg(long)]
     pub raw: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// The site directory whose receiver.db is copied: sqlite:DIR.
+    #[arg(long, value_name = "sqlite:DIR")]
+    pub from: String,
+    /// The PostgreSQL database (URL or key=value, no password: --database-password-file or
+    /// PGPASSWORD).
+    #[arg(long, value_name = "URL")]
+    pub to: String,
+    /// Replace the contents of a target database that is not empty.
+    #[arg(long)]
+    pub force: bool,
+    /// Do not write DIR/receiver.toml; the report says what to write.
+    #[arg(long)]
+    pub no_config: bool,
 }
 
 #[derive(Debug, Args)]

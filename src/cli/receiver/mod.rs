@@ -95,6 +95,10 @@ pub fn schemas() -> Vec<(String, schemars::Schema)> {
         ),
         ("receiver.apply.schema.json".into(), schema_for!(ApplyOut)),
         (
+            "receiver.migrate.schema.json".into(),
+            schema_for!(crate::receiver::migrate::MigrateReport),
+        ),
+        (
             "admin-api.pending.schema.json".into(),
             schema_for!(crate::receiver::api::admin_api::PendingListBody),
         ),
@@ -168,6 +172,36 @@ fn select_database(cli: &Cli) -> Result<()> {
     Ok(())
 }
 
+/// The global database flags, for `migrate` (which takes its target as --to).
+struct DbOpts {
+    database: Option<String>,
+    password_file: Option<std::path::PathBuf>,
+}
+
+fn cli_db_opts(cli: &Cli) -> DbOpts {
+    DbOpts {
+        database: cli.database.clone(),
+        password_file: cli.database_password_file.clone(),
+    }
+}
+
+/// `migrate --from sqlite:DIR --to URL`.
+fn migrate(db: &DbOpts, a: MigrateArgs) -> Result<crate::receiver::migrate::MigrateReport> {
+    if db.database.is_some() {
+        return Err(Error::usage(
+            "migrate takes the PostgreSQL database as --to, not --database",
+        ));
+    }
+    let opts = crate::receiver::migrate::MigrateOptions {
+        from_dir: crate::receiver::migrate::parse_from(&a.from)?,
+        to: crate::receiver::store::PgTarget::new(&a.to, db.password_file.as_deref())?,
+        password_file: db.password_file.clone(),
+        force: a.force,
+        no_config: a.no_config,
+    };
+    crate::receiver::migrate::run(&opts)
+}
+
 fn emit<T: Render>(json: bool, r: Result<T>) -> i32 {
     finish(json, r)
 }
@@ -203,7 +237,9 @@ pub fn run(cli: Cli) -> i32 {
         _ => {}
     }
     // Remote commands work on another machine's site: no directory here.
+    let db = cli_db_opts(&cli);
     let cli = match cli.command {
+        Command::Migrate(a) => return emit(json, migrate(&db, a)),
         Command::Pending(a) if a.remote.server.is_some() => {
             return remote_cmds::pending_remote(json, &a.remote, a.cmd)
         }
@@ -272,6 +308,8 @@ pub fn run(cli: Cli) -> i32 {
         }
         Command::AgentData(a) => emit(json, agent_data(&dir, &a.host)),
         Command::Apply(a) => emit(json, crate::receiver::apply::run(&dir, &a.file, a.dry_run)),
+        // Answered above, before the directory check.
+        Command::Migrate(_) => 0,
         // Answered above, before the directory check.
         Command::Completions { .. } | Command::Man { .. } => 0,
     }
