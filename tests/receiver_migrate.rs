@@ -180,9 +180,9 @@ fn a_sqlite_site_moves_to_postgres_and_carries_on() {
     }
     assert!(!rcv.dir.path().join("receiver.toml").exists());
 
-    // The real migration.
+    // The real migration, first without touching the site directory.
     let db = cluster.create_db();
-    let out = migrate(&rcv, &db, &[]);
+    let out = migrate(&rcv, &db, &["--no-config"]);
     assert!(
         out.status.success(),
         "{}\n{}",
@@ -228,24 +228,35 @@ fn a_sqlite_site_moves_to_postgres_and_carries_on() {
             "{t} is empty: the test site must fill it"
         );
     }
-    let toml = std::fs::read_to_string(rcv.dir.path().join("receiver.toml")).unwrap();
-    assert!(toml.contains("database_url"), "{toml}");
-    assert!(rep["config_written"].is_string());
+    assert!(rep["config_written"].is_null());
+    assert!(rep["next_step"].as_str().unwrap().contains("database_url"));
+    assert!(!rcv.dir.path().join("receiver.toml").exists());
 
     // Again: the target is not empty now.
-    let out = migrate(&rcv, &db, &[]);
+    let out = migrate(&rcv, &db, &["--no-config"]);
     assert_eq!(out.status.code(), Some(7));
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(doc["error"]["message"]
         .as_str()
         .unwrap()
         .contains("not empty"));
-    // --force replaces it with the same content.
+    // --force replaces it with the same content, and points the site at it.
     let out = migrate(&rcv, &db, &["--force"]);
     assert!(out.status.success());
     let again: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(again["tables"], rep["tables"]);
     assert!(again["replaced_rows"].as_u64().unwrap() > 0);
+    assert!(again["config_written"].is_string());
+    let toml = std::fs::read_to_string(rcv.dir.path().join("receiver.toml")).unwrap();
+    assert!(toml.contains("database_url"), "{toml}");
+    // The site is on PostgreSQL now: its old SQLite file is not its state any more.
+    let out = migrate(&rcv, &cluster.create_db(), &[]);
+    assert_eq!(out.status.code(), Some(7));
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(doc["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("already puts this site on PostgreSQL"));
 
     // serve on PostgreSQL now (receiver.toml), and the SQLite file is no longer written.
     let lite_audit: i64 = lite

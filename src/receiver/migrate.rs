@@ -94,6 +94,17 @@ pub fn run(o: &MigrateOptions) -> Result<MigrateReport> {
                 .hint("--from sqlite:DIR names a site directory made by tether-receiver init"),
         );
     }
+    // A site already on PostgreSQL keeps its state there; its old SQLite file is not it.
+    if let Location::Postgres(t) = store::location(&o.from_dir)? {
+        return Err(Error::new(
+            ErrorCode::Conflict,
+            format!(
+                "{} already puts this site on PostgreSQL ({t:?}); {} is not its state",
+                o.from_dir.join(store::CONFIG_FILE).display(),
+                db.display()
+            ),
+        ));
+    }
     let src = store::open(&Location::Sqlite(db.clone()))
         .map_err(|e| Error::local_state(format!("cannot open {}: {e}", db.display())))?;
     // An older file first gets the current schema, so both sides have the same columns.
