@@ -45,11 +45,22 @@ fn main() {
     let clients = env_usize("BENCH_CLIENTS", 16);
     let per = env_usize("BENCH_PER_CLIENT", if quick { 5 } else { 400 });
     let with_pg = std::env::var("BENCH_POSTGRES").is_ok_and(|v| !v.is_empty() && v != "0");
-    let sqlite = run_case("SQLite", None, 1, clients, per);
+    let sqlite = if std::env::var_os("BENCH_SKIP_SQLITE").is_some() {
+        f64::NAN
+    } else {
+        run_case("SQLite", None, 1, clients, per)
+    };
     if !with_pg {
         return;
     }
-    let cluster = pg::PgCluster::start_durable();
+    // BENCH_PG_SETTINGS="-c synchronous_commit=off" etc. isolates a cause; not the default.
+    let cluster = match std::env::var("BENCH_PG_SETTINGS") {
+        Ok(s) if !s.is_empty() => {
+            println!("PostgreSQL settings: {s}");
+            pg::PgCluster::start_with_settings(&s)
+        }
+        _ => pg::PgCluster::start_durable(),
+    };
     let pg1 = run_case(
         "PostgreSQL, 1 receiver",
         Some(cluster.create_db()),

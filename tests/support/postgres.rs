@@ -65,7 +65,13 @@ impl PgCluster {
     /// A cluster with PostgreSQL's durable defaults (fsync, synchronous_commit on), for
     /// benchmarks that compare with SQLite's synchronous=FULL.
     pub fn start_durable() -> PgCluster {
-        Self::start_with("")
+        // PostgreSQL's own default buffer pool, not the tests' economy 16 MB.
+        Self::start_with("-c shared_buffers=128MB")
+    }
+
+    /// A cluster with extra server settings (`-c name=value ...`), for diagnosis.
+    pub fn start_with_settings(settings: &str) -> PgCluster {
+        Self::start_with(settings)
     }
 
     // The watchdog outlives the test process on purpose (it cleans up after it).
@@ -128,7 +134,7 @@ impl PgCluster {
         let port = free_port();
         let server = format!(
             "exec {runas} {postgres} -D {data} -p {port} -k {sock} -c listen_addresses=127.0.0.1 \
-             {settings} -c max_connections=200 -c shared_buffers=16MB",
+             -c max_connections=200 -c shared_buffers=16MB {settings}",
             runas = runas.join(" "),
             postgres = bin.join("postgres").display(),
             data = data.display(),
