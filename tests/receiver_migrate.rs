@@ -87,6 +87,14 @@ fn a_sqlite_site_moves_to_postgres_and_carries_on() {
         "/linux",
     ]);
     rcv.admin_json(&["rule", "add", "held", "--match", "role=db", "--hold"]);
+    // Enough hosts for several read pages (256 rows each to start with).
+    let mut yaml = String::from("hosts:\n");
+    for i in 0..700 {
+        yaml.push_str(&format!("  - name: bulk{i:03}\n"));
+    }
+    let hosts_file = rcv.dir.path().join("bulk.yml");
+    std::fs::write(&hosts_file, yaml).unwrap();
+    rcv.admin_json(&["apply", hosts_file.to_str().unwrap()]);
     rcv.admin_json(&["token", "create", "--host", "h2", "--name", "for-h2"]);
     let t = rcv.admin_json(&[
         "token",
@@ -210,6 +218,7 @@ fn a_sqlite_site_moves_to_postgres_and_carries_on() {
         assert_eq!(pg_count(&db, name), n, "{name}");
         assert_eq!(t["sha256"].as_str().unwrap().len(), 64);
     }
+    assert!(pg_count(&db, "hosts") > 700);
     for t in [
         "users",
         "hosts",

@@ -70,10 +70,14 @@ pub struct SequenceReset {
     pub next_id: i64,
 }
 
-/// Rows per INSERT statement (a multi-row insert saves a round trip per row).
+/// Rows per INSERT statement (a multi-row insert saves a round trip per row), and the bytes
+/// after which a batch goes out anyway (agent outputs can be megabytes each).
 const INSERT_BATCH: usize = 200;
-/// Rows per read (keyset pages, so a large audit log is never held in memory at once).
-const READ_PAGE: i64 = 1000;
+const INSERT_BYTES: usize = 8 << 20;
+/// Rows per read to start with (keyset pages, so a large audit log is never held in memory
+/// at once); pages shrink so one holds about PAGE_BYTES.
+const READ_PAGE: i64 = 256;
+const PAGE_BYTES: usize = 16 << 20;
 
 /// Parses `sqlite:DIR` (a bare DIR also works).
 pub fn parse_from(s: &str) -> Result<PathBuf> {
@@ -251,13 +255,16 @@ fn copy_in_tx(src: &Connection, dst: &Connection, tables: &[&str], force: bool) 
         let pk = primary_key(src, t)?;
         let mut hashes = Vec::new();
         let mut batch: Vec<Vec<Value>> = Vec::new();
+        let mut batch_bytes = 0;
         for_each_page(src, t, &cols, &pk, |rows| {
             for r in rows {
                 hashes.push(row_hash(r.values()));
+                batch_bytes += row_bytes(r.values());
                 batch.push(r.values().to_vec());
-                if batch.len() == INSERT_BATCH {
+                if batch.len() == INSERT_BATCH || batch_bytes > INSERT_BYTES {
                     insert(dst, t, &cols, &batch)?;
                     batch.clear();
+                    batch_bytes = 0;
                 }
             }
             Ok(())
@@ -335,19 +342,23 @@ fn for_each_page(
         .iter()
         .position(|c| c == pk)
         .ok_or_else(|| Error::new(ErrorCode::Internal, format!("{table}: no column {pk}")))?;
-    let first = format!("SELECT {list} FROM {table} ORDER BY {pk} LIMIT {READ_PAGE}");
-    let next =
-        format!("SELECT {list} FROM {table} WHERE {pk} > ?1 ORDER BY {pk} LIMIT {READ_PAGE}");
+    let first = format!("SELECT {list} FROM {table} ORDER BY {pk} LIMIT ?1");
+    let next = format!("SELECT {list} FROM {table} WHERE {pk} > ?1 ORDER BY {pk} LIMIT ?2");
     let mut last: Option<Value> = None;
+    let mut limit = READ_PAGE;
     loop {
         let rows = match &last {
-            None => c.query(&first, [])?,
-            Some(v) => c.query(&next, [v.clone()])?,
+            None => c.query(&first, [Value::Int(limit)])?,
+            Some(v) => c.query(&next, vec![v.clone(), Value::Int(limit)])?,
         };
         f(&rows)?;
         match rows.last() {
-            Some(r) if rows.len() as i64 == READ_PAGE => last = Some(r.values()[pk_pos].clone()),
+            Some(r) if rows.len() as i64 == limit => last = Some(r.values()[pk_pos].clone()),
             _ => return Ok(()),
+        }
+        let bytes: usize = rows.iter().map(|r| row_bytes(r.values())).sum();
+        if bytes > PAGE_BYTES {
+            limit = (limit * PAGE_BYTES as i64 / bytes as i64).max(1);
         }
     }
 }
@@ -365,6 +376,18 @@ fn insert(dst: &Connection, table: &str, cols: &[String], rows: &[Vec<Value>]) -
     let params: Vec<Value> = rows.iter().flatten().cloned().collect();
     dst.execute(&sql, params)?;
     Ok(())
+}
+
+/// Roughly what a row weighs in memory and on the wire.
+fn row_bytes(values: &[Value]) -> usize {
+    values
+        .iter()
+        .map(|v| match v {
+            Value::Text(s) => s.len() + 8,
+            Value::Blob(b) => b.len() + 8,
+            _ => 8,
+        })
+        .sum()
 }
 
 /// A table's rows and digest as one database holds them.
