@@ -1,6 +1,9 @@
 //! register_existing throughput and latency: the real release binary on loopback, durable
-//! commits (WAL, synchronous=FULL), 16 concurrent HTTPS clients with keep-alive.
-//! Run: `cargo bench --bench receiver_bench` (env BENCH_CLIENTS, BENCH_PER_CLIENT).
+//! commits (SQLite: WAL, synchronous=FULL; PostgreSQL: fsync and synchronous_commit on, its
+//! defaults), 16 concurrent HTTPS clients with keep-alive.
+//! Run: `cargo bench --bench receiver_bench` (env BENCH_CLIENTS, BENCH_PER_CLIENT;
+//! BENCH_POSTGRES=1 also runs on a throwaway PostgreSQL cluster with one and with two
+//! `serve` processes on the same database, the clients split across them).
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -33,14 +36,91 @@ fn admin(dir: &std::path::Path, args: &[&str], stdin: Option<&str>) {
     assert!(c.wait().expect("wait").success(), "{args:?}");
 }
 
+#[path = "../tests/support/postgres.rs"]
+mod pg;
+
 fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` passes nothing: keep that quick.
     let quick = !std::env::args().any(|a| a == "--bench");
     let clients = env_usize("BENCH_CLIENTS", 16);
     let per = env_usize("BENCH_PER_CLIENT", if quick { 5 } else { 400 });
+    let with_pg = std::env::var("BENCH_POSTGRES").is_ok_and(|v| !v.is_empty() && v != "0");
+    let sqlite = if std::env::var_os("BENCH_SKIP_SQLITE").is_some() {
+        f64::NAN
+    } else {
+        run_case("SQLite", None, 1, clients, per)
+    };
+    if !with_pg {
+        return;
+    }
+    // BENCH_PG_SETTINGS="-c synchronous_commit=off" etc. isolates a cause; not the default.
+    let cluster = match std::env::var("BENCH_PG_SETTINGS") {
+        Ok(s) if !s.is_empty() => {
+            println!("PostgreSQL settings: {s}");
+            pg::PgCluster::start_with_settings(&s)
+        }
+        _ => pg::PgCluster::start_durable(),
+    };
+    let pg1 = run_case(
+        "PostgreSQL, 1 receiver",
+        Some(cluster.create_db()),
+        1,
+        clients,
+        per,
+    );
+    let pg2 = run_case(
+        "PostgreSQL, 2 receivers",
+        Some(cluster.create_db()),
+        2,
+        clients,
+        per,
+    );
+    for (name, r) in [("1 receiver", pg1), ("2 receivers", pg2)] {
+        println!(
+            "PostgreSQL ({name}) vs SQLite: {:+.1} % ({r:.0} vs {sqlite:.0} registrations/s)",
+            (r / sqlite - 1.0) * 100.0
+        );
+    }
+}
+
+// The child is returned to the caller, which stops and waits for it.
+#[allow(clippy::zombie_processes)]
+fn spawn_serve(d: &std::path::Path, ready: &std::path::Path) -> (std::process::Child, String) {
+    let _ = std::fs::remove_file(ready);
+    let mut server = Command::new(bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--ready-file"])
+        .arg(ready)
+        .arg("--dir")
+        .arg(d)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("serve");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(s) = std::fs::read_to_string(ready) {
+            if !s.is_empty() {
+                return (server, s.trim().to_string());
+            }
+        }
+        if Instant::now() > deadline {
+            let _ = server.kill();
+            let _ = server.wait();
+            panic!("server not ready");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One run: a fresh site (on `db` when given), `receivers` serve processes, `clients`
+/// clients round-robin across them; prints and returns registrations/s.
+fn run_case(label: &str, db: Option<String>, receivers: usize, clients: usize, per: usize) -> f64 {
     let total = clients * per;
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
+    if let Some(db) = &db {
+        std::fs::write(d.join("receiver.toml"), format!("database_url = {db:?}\n"))
+            .expect("receiver.toml");
+    }
     admin(d, &["init", "--site", "bench"], None);
     admin(
         d,
@@ -62,25 +142,10 @@ fn main() {
     let hosts = d.join("hosts.yml");
     admin(d, &["apply", hosts.to_str().expect("path")], None);
 
-    let ready = d.join("ready");
-    let mut server = Command::new(bin())
-        .args(["serve", "--listen", "127.0.0.1:0", "--ready-file"])
-        .arg(&ready)
-        .arg("--dir")
-        .arg(d)
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("serve");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let addr = loop {
-        if let Ok(s) = std::fs::read_to_string(&ready) {
-            if !s.is_empty() {
-                break s.trim().to_string();
-            }
-        }
-        assert!(Instant::now() < deadline, "server not ready");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let servers: Vec<(std::process::Child, String)> = (0..receivers)
+        .map(|i| spawn_serve(d, &d.join(format!("ready{i}"))))
+        .collect();
+    let addrs: Vec<String> = servers.iter().map(|(_, a)| a.clone()).collect();
 
     // Prepare every request up front: key generation is the agent's cost, not the receiver's.
     let bodies: Vec<Vec<serde_json::Value>> = (0..clients)
@@ -113,7 +178,14 @@ fn main() {
         .with_root_certificates(roots)
         .with_no_client_auth(),
     );
-    let url = format!("https://{addr}/bench/agent-receiver/register_existing");
+    let urls: Vec<String> = (0..clients)
+        .map(|c| {
+            format!(
+                "https://{}/bench/agent-receiver/register_existing",
+                addrs[c % addrs.len()]
+            )
+        })
+        .collect();
     let auth = {
         use base64::Engine;
         format!(
@@ -125,7 +197,8 @@ fn main() {
     let agents: Vec<ureq::Agent> = (0..clients)
         .map(|_| ureq::AgentBuilder::new().tls_config(tls.clone()).build())
         .collect();
-    for a in &agents {
+    for (c, a) in agents.iter().enumerate() {
+        let addr = &addrs[c % addrs.len()];
         let _ = a
             .get(&format!("https://{addr}/bench/check_mk/api/1.0/domain-types/internal/actions/discover-receiver/invoke"))
             .call();
@@ -135,8 +208,8 @@ fn main() {
         let hs: Vec<_> = agents
             .iter()
             .zip(bodies.iter())
-            .map(|(a, bs)| {
-                let url = &url;
+            .zip(urls.iter())
+            .map(|((a, bs), url)| {
                 let auth = &auth;
                 s.spawn(move || {
                     let mut v = Vec::with_capacity(bs.len());
@@ -161,15 +234,18 @@ fn main() {
     let elapsed = start.elapsed();
     lat.sort();
     let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
-    let _ = Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status();
-    let _ = server.wait();
+    for (mut server, _) in servers {
+        let _ = Command::new("kill")
+            .args(["-TERM", &server.id().to_string()])
+            .status();
+        let _ = server.wait();
+    }
+    let rate = total as f64 / elapsed.as_secs_f64();
     println!(
-        "receiver register_existing: {total} registrations, {clients} clients, {:.2} s: {:.0} registrations/s, p50 {:.2} ms, p99 {:.2} ms (durable: WAL + synchronous=FULL)",
+        "receiver register_existing [{label}]: {total} registrations, {clients} clients, {receivers} receiver(s), {:.2} s: {rate:.0} registrations/s, p50 {:.2} ms, p99 {:.2} ms (durable commits)",
         elapsed.as_secs_f64(),
-        total as f64 / elapsed.as_secs_f64(),
         pct(0.50).as_secs_f64() * 1e3,
         pct(0.99).as_secs_f64() * 1e3,
     );
+    rate
 }

@@ -41,6 +41,8 @@ pub enum ErrorCode {
     /// The site no longer links this connection: it was unregistered or another controller
     /// took over the host name; register again (exit 16).
     NotRegistered,
+    /// The latest agent output of a host is older than 1.5 of its intervals (exit 18).
+    Stale,
     /// Anything else; a bug if you see it (exit 1).
     Internal,
 }
@@ -64,6 +66,7 @@ impl ErrorCode {
             ErrorCode::Unsupported => "unsupported",
             ErrorCode::UnknownSite => "unknown_site",
             ErrorCode::NotRegistered => "not_registered",
+            ErrorCode::Stale => "stale",
             ErrorCode::Internal => "internal",
         }
     }

@@ -26,6 +26,7 @@ impl ErrorCode {
             ErrorCode::Unsupported => 15,
             ErrorCode::NotRegistered => 16,
             ErrorCode::UnknownSite => 17,
+            ErrorCode::Stale => 18,
         }
     }
 }

@@ -57,9 +57,26 @@ impl PgCluster {
         C.get_or_init(PgCluster::start)
     }
 
+    pub fn start() -> PgCluster {
+        // Durability is not under test here: no fsync keeps the cluster fast on 2 cores.
+        Self::start_with("-c fsync=off -c synchronous_commit=off -c full_page_writes=off")
+    }
+
+    /// A cluster with PostgreSQL's durable defaults (fsync, synchronous_commit on), for
+    /// benchmarks that compare with SQLite's synchronous=FULL.
+    pub fn start_durable() -> PgCluster {
+        // PostgreSQL's own default buffer pool, not the tests' economy 16 MB.
+        Self::start_with("-c shared_buffers=128MB")
+    }
+
+    /// A cluster with extra server settings (`-c name=value ...`), for diagnosis.
+    pub fn start_with_settings(settings: &str) -> PgCluster {
+        Self::start_with(settings)
+    }
+
     // The watchdog outlives the test process on purpose (it cleans up after it).
     #[allow(clippy::zombie_processes)]
-    pub fn start() -> PgCluster {
+    fn start_with(settings: &str) -> PgCluster {
         let bin = pg_bin_dir().expect(
             "PostgreSQL is not installed (Debian: apt-get install postgresql; .ci/run does it)",
         );
@@ -115,11 +132,9 @@ impl PgCluster {
             String::from_utf8_lossy(&out.stderr)
         );
         let port = free_port();
-        // Durability is not under test here: no fsync keeps the cluster fast on 2 cores.
         let server = format!(
             "exec {runas} {postgres} -D {data} -p {port} -k {sock} -c listen_addresses=127.0.0.1 \
-             -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
-             -c max_connections=200 -c shared_buffers=16MB",
+             -c max_connections=200 -c shared_buffers=16MB {settings}",
             runas = runas.join(" "),
             postgres = bin.join("postgres").display(),
             data = data.display(),

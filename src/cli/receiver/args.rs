@@ -83,13 +83,17 @@ pub enum Command {
     Audit(AuditArgs),
     /// Pull agent output like Checkmk's fetcher (TLS on port 6556).
     Fetch(FetchArgs),
-    /// Show the latest pushed or pulled agent output of a host and its age.
+    /// Show the latest pushed or pulled agent output of a host and its age; --raw hands it
+    /// to Checkmk as a datasource program.
     AgentData(AgentDataArgs),
     /// Converge users, roles, groups, folders, hosts, rules and tokens to a YAML or JSON file.
     Apply(ApplyArgs),
     /// Site-wide settings (the default pull interval).
     #[command(subcommand)]
     Settings(SettingsCmd),
+    /// Copy a site's whole state from its SQLite file to PostgreSQL (one verified
+    /// transaction), then point the site directory at PostgreSQL. Stop the receivers first.
+    Migrate(MigrateArgs),
     /// Print the shell completion script for SHELL (the packages install them).
     #[command(hide = true)]
     Completions {
@@ -567,6 +571,28 @@ pub struct FetchArgs {
 #[derive(Debug, Args)]
 pub struct AgentDataArgs {
     pub host: String,
+    /// Print only the agent output, byte for byte (Checkmk's datasource program); a missing,
+    /// stale (older than 1.5 intervals) output or an unknown host exits non-zero with one
+    /// line on stderr.
+    #[arg(long)]
+    pub raw: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// The site directory whose receiver.db is copied: sqlite:DIR.
+    #[arg(long, value_name = "sqlite:DIR")]
+    pub from: String,
+    /// The PostgreSQL database (URL or key=value, no password: --database-password-file or
+    /// PGPASSWORD).
+    #[arg(long, value_name = "URL")]
+    pub to: String,
+    /// Replace the contents of a target database that is not empty.
+    #[arg(long)]
+    pub force: bool,
+    /// Do not write DIR/receiver.toml; the report says what to write.
+    #[arg(long)]
+    pub no_config: bool,
 }
 
 #[derive(Debug, Args)]

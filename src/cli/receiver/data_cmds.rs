@@ -29,6 +29,31 @@ pub(super) fn agent_data(dir: &Path, host: &str) -> Result<AgentDataOut> {
     })
 }
 
+/// `agent-data HOST --raw`: the fresh output, byte for byte, on stdout.
+pub(super) fn agent_data_raw(dir: &Path, host: &str) -> Result<()> {
+    use std::io::Write;
+    let data = read(dir, |c| {
+        crate::receiver::handoff::fresh_output(c, host, store::now())
+    })?;
+    let mut out = std::io::stdout().lock();
+    out.write_all(&data)
+        .and_then(|()| out.flush())
+        .map_err(|e| Error::local_state(format!("writing the agent output to stdout: {e}")))
+}
+
+/// A failure of `agent-data --raw`: exactly one line on stderr (Checkmk shows the first line
+/// as the agent's error), the error code's exit code.
+pub(super) fn raw_fail(e: &Error) -> i32 {
+    let info = e.info();
+    let msg = info
+        .message
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    eprintln!("tether-receiver: {msg} [{}]", info.code.as_str());
+    e.code().exit_code()
+}
+
 /// `audit prune`: the same batches as the server's hourly pass, until nothing is left.
 pub(super) fn audit_prune(dir: &Path, r: &RetentionArgs) -> Result<AuditPruneOut> {
     let r = r.to_retention();

@@ -20,7 +20,7 @@ use self::admin_cmds::{
     folder_cmd, group_cmd, host_cmd, role_cmd, rule_cmd, settings_cmd, token_cmd, user_cmd,
 };
 use self::args::*;
-use self::data_cmds::{agent_data, audit, audit_prune};
+use self::data_cmds::{agent_data, agent_data_raw, audit, audit_prune, raw_fail};
 use self::output::*;
 use self::registration_cmds::{pending_cmd, registrations, unregister};
 use self::site_cmds::{fingerprint, init, serve};
@@ -105,6 +105,10 @@ pub fn schemas() -> Vec<(String, schemars::Schema)> {
             schema_for!(SettingsOut),
         ),
         (
+            "receiver.migrate.schema.json".into(),
+            schema_for!(crate::receiver::migrate::MigrateReport),
+        ),
+        (
             "admin-api.pending.schema.json".into(),
             schema_for!(crate::receiver::api::admin_api::PendingListBody),
         ),
@@ -178,6 +182,36 @@ fn select_database(cli: &Cli) -> Result<()> {
     Ok(())
 }
 
+/// The global database flags, for `migrate` (which takes its target as --to).
+struct DbOpts {
+    database: Option<String>,
+    password_file: Option<std::path::PathBuf>,
+}
+
+fn cli_db_opts(cli: &Cli) -> DbOpts {
+    DbOpts {
+        database: cli.database.clone(),
+        password_file: cli.database_password_file.clone(),
+    }
+}
+
+/// `migrate --from sqlite:DIR --to URL`.
+fn migrate(db: &DbOpts, a: MigrateArgs) -> Result<crate::receiver::migrate::MigrateReport> {
+    if db.database.is_some() {
+        return Err(Error::usage(
+            "migrate takes the PostgreSQL database as --to, not --database",
+        ));
+    }
+    let opts = crate::receiver::migrate::MigrateOptions {
+        from_dir: crate::receiver::migrate::parse_from(&a.from)?,
+        to: crate::receiver::store::PgTarget::new(&a.to, db.password_file.as_deref())?,
+        password_file: db.password_file.clone(),
+        force: a.force,
+        no_config: a.no_config,
+    };
+    crate::receiver::migrate::run(&opts)
+}
+
 fn emit<T: Render>(json: bool, r: Result<T>) -> i32 {
     finish(json, r)
 }
@@ -213,25 +247,34 @@ pub fn run(cli: Cli) -> i32 {
         _ => {}
     }
     // Remote commands work on another machine's site: no directory here.
+    let db = cli_db_opts(&cli);
     let cli = match cli.command {
+        Command::Migrate(a) => return emit(json, migrate(&db, a)),
         Command::Pending(a) if a.remote.server.is_some() => {
             return remote_cmds::pending_remote(json, &a.remote, a.cmd)
         }
         command => Cli { command, ..cli },
     };
+    // `agent-data --raw` is Checkmk's datasource program: stdout is the agent output only,
+    // and every failure is one line on stderr (Checkmk shows it as the agent's error).
+    let raw = matches!(&cli.command, Command::AgentData(a) if a.raw);
     let dir = match &cli.dir {
         Some(d) => d.clone(),
         None => {
-            return emit::<FingerprintOut>(
-                json,
-                Err(Error::usage(
-                    "--dir DIR (or TETHER_RECEIVER_DIR) is required",
-                )),
-            )
+            let e = Error::usage("--dir DIR (or TETHER_RECEIVER_DIR) is required");
+            return if raw {
+                raw_fail(&e)
+            } else {
+                emit::<FingerprintOut>(json, Err(e))
+            };
         }
     };
     if let Err(e) = select_database(&cli) {
-        return emit::<FingerprintOut>(json, Err(e));
+        return if raw {
+            raw_fail(&e)
+        } else {
+            emit::<FingerprintOut>(json, Err(e))
+        };
     }
     match cli.command {
         Command::Init(a) => emit(json, init(&dir, a)),
@@ -264,9 +307,20 @@ pub fn run(cli: Cli) -> i32 {
             };
             emit(json, crate::receiver::fetch::run(&dir, &opts))
         }
+        Command::AgentData(a) if a.raw => {
+            if json {
+                return raw_fail(&Error::usage("--raw prints the agent output, not --json"));
+            }
+            match agent_data_raw(&dir, &a.host) {
+                Ok(()) => 0,
+                Err(e) => raw_fail(&e),
+            }
+        }
         Command::AgentData(a) => emit(json, agent_data(&dir, &a.host)),
         Command::Apply(a) => emit(json, crate::receiver::apply::run(&dir, &a.file, a.dry_run)),
         Command::Settings(c) => settings_cmd(json, &dir, c),
+        // Answered above, before the directory check.
+        Command::Migrate(_) => 0,
         // Answered above, before the directory check.
         Command::Completions { .. } | Command::Man { .. } => 0,
     }

@@ -545,3 +545,36 @@ impl Render for SettingsOut {
         )
     }
 }
+
+impl Render for crate::receiver::migrate::MigrateReport {
+    fn text(&self) -> String {
+        let mut s = format!("migrated {} to {}\n", self.from, self.to);
+        for t in &self.tables {
+            s.push_str(&format!(
+                "  {:<16} {:>9} rows  sha256 {}\n",
+                t.table, t.rows, t.sha256
+            ));
+        }
+        for q in &self.sequences {
+            s.push_str(&format!(
+                "  next {}.{} = {}\n",
+                q.table, q.column, q.next_id
+            ));
+        }
+        s.push_str(&format!(
+            "{} rows copied and verified (counts and digests match)\n",
+            self.rows
+        ));
+        if self.replaced_rows > 0 {
+            s.push_str(&format!(
+                "{} rows the target held were replaced (--force)\n",
+                self.replaced_rows
+            ));
+        }
+        if let Some(c) = &self.config_written {
+            s.push_str(&format!("wrote {c}\n"));
+        }
+        s.push_str(&format!("next: {}\n", self.next_step));
+        s
+    }
+}

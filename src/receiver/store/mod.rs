@@ -173,6 +173,17 @@ CREATE TABLE IF NOT EXISTS pull_state (
 CREATE INDEX IF NOT EXISTS pull_state_due ON pull_state(next_due);
 "#;
 
+/// Every table of the schema, in creation order (parsed from [`SCHEMA`], so a table added
+/// there is known to everything that walks the whole state, e.g. `migrate --to`).
+pub fn table_names() -> Vec<&'static str> {
+    SCHEMA
+        .split("CREATE TABLE IF NOT EXISTS ")
+        .skip(1)
+        .filter_map(|rest| rest.split([' ', '(']).next())
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
 /// Columns added after the first release: (table, column, declaration).
 const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("tokens", "name", "TEXT"),
