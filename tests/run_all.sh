@@ -34,7 +34,8 @@ cargo test -- --test-threads=2
 echo "== receiver suites again with every site on PostgreSQL (conformance)" >&2
 TETHER_TEST_BACKEND=postgres cargo test --test receiver_core --test receiver_tokens \
     --test receiver_flows --test receiver_admin_api --test receiver_data \
-    --test receiver_errors --test receiver_apply --test crash_consistency -- --test-threads=2
+    --test receiver_errors --test receiver_apply --test crash_consistency \
+    --test receiver_data --test receiver_handoff --test receiver_schedule -- --test-threads=2
 
 echo "== demo (debug binaries)" >&2
 TETHER_BIN_DIR=target/debug bash tests/demo.sh >/dev/null
