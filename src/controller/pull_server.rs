@@ -35,6 +35,9 @@ pub struct Served {
     /// The connection's own site CA: the client certificate must chain to it, so one site
     /// cannot pull through another site's connection.
     pub roots: Vec<CertificateDer<'static>>,
+    /// The listener trusts other roots besides `roots` (another site), so the handshake's
+    /// verification does not prove the chain ends in `roots`: check it again after it.
+    pub recheck_roots: bool,
 }
 
 /// What the listener serves, rebuilt whenever the registry changes.
@@ -60,11 +63,42 @@ impl ResolvesServerCert for SniResolver {
 /// The site's client certificate must chain to a stored root and must not be an agent
 /// certificate (CN parses as a UUID).
 #[derive(Debug)]
-struct SiteClientVerifier(Arc<dyn ClientCertVerifier>);
+struct SiteClientVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+    /// Whether a certificate's CN makes it a site certificate, by its DER: a site presents the
+    /// same certificate on every pull, and parsing it each time cost more than the lookup.
+    site_cn: Mutex<Vec<(Vec<u8>, bool)>>,
+}
+
+/// Distinct client certificates remembered by `SiteClientVerifier` (one per site, usually).
+const SITE_CN_CACHE: usize = 8;
+
+impl SiteClientVerifier {
+    fn new(inner: Arc<dyn ClientCertVerifier>) -> Self {
+        SiteClientVerifier {
+            inner,
+            site_cn: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn is_site_cert(&self, der: &CertificateDer<'_>) -> bool {
+        let mut cache = self.site_cn.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, ok)) = cache.iter().find(|(d, _)| d[..] == der[..]) {
+            return *ok;
+        }
+        let cn = certs::cert_info(der).ok().and_then(|i| i.subject_cn);
+        let ok = !cn.as_deref().is_none_or(looks_like_uuid);
+        if cache.len() >= SITE_CN_CACHE {
+            cache.remove(0);
+        }
+        cache.push((der.to_vec(), ok));
+        ok
+    }
+}
 
 impl ClientCertVerifier for SiteClientVerifier {
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        self.0.root_hint_subjects()
+        self.inner.root_hint_subjects()
     }
     fn client_auth_mandatory(&self) -> bool {
         true
@@ -75,9 +109,10 @@ impl ClientCertVerifier for SiteClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        let ok = self.0.verify_client_cert(end_entity, intermediates, now)?;
-        let cn = certs::cert_info(end_entity).ok().and_then(|i| i.subject_cn);
-        if cn.as_deref().is_none_or(looks_like_uuid) {
+        let ok = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        if !self.is_site_cert(end_entity) {
             return Err(rustls::Error::General(
                 "client certificate is an agent certificate, not a site certificate".into(),
             ));
@@ -90,7 +125,7 @@ impl ClientCertVerifier for SiteClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
+        self.inner.verify_tls12_signature(message, cert, dss)
     }
     fn verify_tls13_signature(
         &self,
@@ -98,10 +133,10 @@ impl ClientCertVerifier for SiteClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
+        self.inner.verify_tls13_signature(message, cert, dss)
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
+        self.inner.supported_verify_schemes()
     }
 }
 
@@ -140,6 +175,7 @@ pub fn build_state(reg: &Registry) -> PullState {
                     Served {
                         zstd: c.fetcher_zstd,
                         roots: own,
+                        recheck_roots: true,
                     },
                 );
             }
@@ -147,6 +183,12 @@ pub fn build_state(reg: &Registry) -> PullState {
         }
     }
     let pull_connections = keys.len();
+    // Every root the listener trusts is this connection's own: the handshake has already
+    // verified the chain against exactly these, so a second verification adds nothing.
+    for s in served.values_mut() {
+        let own: std::collections::HashSet<&[u8]> = s.roots.iter().map(|r| r.as_ref()).collect();
+        s.recheck_roots = own.len() != seen_roots.len();
+    }
     let tls = if keys.is_empty() {
         None
     } else {
@@ -156,10 +198,14 @@ pub fn build_state(reg: &Registry) -> PullState {
                 .with_safe_default_protocol_versions()
                 .map(|b| {
                     let mut cfg = b
-                        .with_client_cert_verifier(Arc::new(SiteClientVerifier(v)))
+                        .with_client_cert_verifier(Arc::new(SiteClientVerifier::new(v)))
                         .with_cert_resolver(Arc::new(SniResolver(keys)));
                     // Fetchers open a fresh connection per pull; tickets let them resume.
                     cfg.session_storage = rustls::server::ServerSessionMemoryCache::new(1024);
+                    // One ticket per connection is enough for a fetcher that resumes once per
+                    // pull (each resumption brings a new ticket); the default of two doubled
+                    // the per-pull ticket work, which Checkmk's fetcher never uses.
+                    cfg.send_tls13_tickets = 1;
                     Arc::new(cfg)
                 })
                 .map_err(|e| tracing::error!("TLS setup: {e}"))
@@ -373,7 +419,11 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     };
     let peer = tls.get_ref().1.peer_certificates().unwrap_or_default();
     let bound = peer.split_first().map(|(ee, rest)| {
-        super::trust::verify_chain(&conn.roots, ee, rest, UnixTime::now(), false)
+        if conn.recheck_roots {
+            super::trust::verify_chain(&conn.roots, ee, rest, UnixTime::now(), false)
+        } else {
+            Ok(())
+        }
     });
     if !matches!(bound, Some(Ok(()))) {
         tracing::info!(%ip, %uuid, "pull refused: client certificate is not from this connection's site");
