@@ -306,6 +306,10 @@ impl Drop for Daemon {
 }
 
 fn start_daemon(home: &Path, extra: &str) -> Daemon {
+    start_daemon_bin(Path::new(TETHER), home, extra)
+}
+
+fn start_daemon_bin(bin: &Path, home: &Path, extra: &str) -> Daemon {
     std::fs::write(
         home.join("tether.toml"),
         format!(
@@ -315,7 +319,7 @@ fn start_daemon(home: &Path, extra: &str) -> Daemon {
     )
     .unwrap();
     let ready = home.join("ready");
-    let mut cmd = Command::new(TETHER);
+    let mut cmd = Command::new(bin);
     cmd.args(["daemon", "--listen", "127.0.0.1:0", "--ready-file"])
         .arg(&ready)
         .env("TETHER_HOME", home)
@@ -617,6 +621,8 @@ fn settle(pid: u32) {
 
 /// Daemon CPU per pull divided by the floor's, both measured in this run by alternating
 /// windows, per client (rustls, OpenSSL via Python) and key type.
+/// `TETHER_BENCH_BASELINE=/path/to/tether` adds another build's daemon (say, the previous
+/// commit's) as a third server in the same windows, for a before/after in one run.
 fn pull_ratio_bench() {
     let secs: f64 = std::env::var("TETHER_BENCH_PULL_SECS")
         .ok()
@@ -660,17 +666,32 @@ fn pull_ratio_bench() {
         );
         let d = start_daemon(home.path(), "");
         let f = start_floor(&[Path::new(&uuid), &cert, &pkey, &root, &frame_path]);
+        let baseline = std::env::var_os("TETHER_BENCH_BASELINE").map(|bin| {
+            let home2 = tempfile::tempdir().unwrap();
+            std::fs::copy(
+                home.path().join("registry.json"),
+                home2.path().join("registry.json"),
+            )
+            .unwrap();
+            (start_daemon_bin(Path::new(&bin), home2.path(), ""), home2)
+        });
         // The daemon generates a spare RSA key at start (seconds of CPU): measure after it.
         settle(d.child.id());
         // Both serve the very same bytes.
         assert_eq!(pull_raw(d.addr, &rustls_cfg, &uuid), frame);
         assert_eq!(pull_raw(f.addr, &rustls_cfg, &uuid), frame);
-        let servers = [(d.child.id(), d.addr), (f.child.id(), f.addr)];
+        let mut servers = vec![(d.child.id(), d.addr), (f.child.id(), f.addr)];
+        if let Some((b, _)) = &baseline {
+            settle(b.child.id());
+            assert_eq!(pull_raw(b.addr, &rustls_cfg, &uuid), frame);
+            servers.push((b.child.id(), b.addr));
+        }
         for client in [PullClient::Rustls, PullClient::OpenSsl] {
-            // [daemon, floor]: (CPU seconds, pulls)
-            let mut tot = [(0.0f64, 0u64); 2];
+            // [daemon, floor, baseline]: (CPU seconds, pulls)
+            let mut tot = [(0.0f64, 0u64); 3];
             for r in 0..rounds {
-                let order = if r % 2 == 0 { [0, 1] } else { [1, 0] };
+                let mut order: Vec<usize> = (0..servers.len()).collect();
+                order.rotate_left(r % servers.len());
                 for s in order {
                     let (pid, addr) = servers[s];
                     let cpu0 = cpu_secs(pid);
@@ -688,6 +709,15 @@ fn pull_ratio_bench() {
                 tot[0].1,
                 tot[1].1
             );
+            if baseline.is_some() {
+                let bm = per(tot[2]);
+                println!(
+                    "{label:<9} {:<15} baseline ÷ floor {:>5.2}   (baseline daemon {bm:.3} ms/pull over {} pulls)",
+                    client.label(),
+                    bm / fm,
+                    tot[2].1
+                );
+            }
         }
     }
 }

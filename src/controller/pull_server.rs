@@ -231,26 +231,78 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
 
 /// Last framed payload per compression: agent output often repeats between pulls
 /// (always for a file source), and compressing 100 KB dominates a pull's CPU.
-/// (compression, raw agent output, framed payload)
-type CachedFrame = (Compression, Arc<Vec<u8>>, Arc<Vec<u8>>);
+struct CachedFrame {
+    comp: Compression,
+    raw: Arc<Vec<u8>>,
+    framed: Arc<Vec<u8>>,
+    /// For a file source: the file's stamp, taken before `raw` was read.
+    stamp: Option<FileStamp>,
+}
 
 #[derive(Default)]
 struct FrameCache(Mutex<Vec<CachedFrame>>);
 
 impl FrameCache {
-    fn framed(&self, c: Compression, raw: Vec<u8>) -> Arc<Vec<u8>> {
-        if let Ok(cache) = self.0.lock() {
-            if let Some((_, _, framed)) = cache.iter().find(|(cc, r, _)| *cc == c && **r == raw) {
-                return framed.clone();
+    fn framed(&self, c: Compression, raw: Vec<u8>, stamp: Option<FileStamp>) -> Arc<Vec<u8>> {
+        if let Ok(mut cache) = self.0.lock() {
+            if let Some(e) = cache.iter_mut().find(|e| e.comp == c && *e.raw == raw) {
+                e.stamp = stamp;
+                return e.framed.clone();
             }
         }
         let framed = Arc::new(pull::encode(c, &raw));
         if let Ok(mut cache) = self.0.lock() {
-            cache.retain(|(cc, _, _)| *cc != c);
-            cache.push((c, Arc::new(raw), framed.clone()));
+            cache.retain(|e| e.comp != c);
+            cache.push(CachedFrame {
+                comp: c,
+                raw: Arc::new(raw),
+                framed: framed.clone(),
+                stamp,
+            });
         }
         framed
     }
+
+    /// The frame of a file whose stamp has not changed since it was read.
+    fn by_stamp(&self, c: Compression, stamp: &FileStamp) -> Option<Arc<Vec<u8>>> {
+        let cache = self.0.lock().ok()?;
+        cache
+            .iter()
+            .find(|e| e.comp == c && e.stamp.as_ref() == Some(stamp))
+            .map(|e| e.framed.clone())
+    }
+}
+
+/// What tells a file's content apart without reading it: a write, truncation or rename
+/// changes the inode, size or ctime (ctime cannot be set back from user space).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FileStamp {
+    path: std::path::PathBuf,
+    dev: u64,
+    ino: u64,
+    len: u64,
+    ctime: (i64, i64),
+    mtime: (i64, i64),
+}
+
+/// A regular file's stamp, if the file has been left alone long enough to trust it: two
+/// changes within one tick of the kernel's coarse file clock can share a ctime, so a file
+/// changed in the last seconds is read every time (git's "racily clean" rule).
+fn settled_stamp(path: &std::path::Path) -> Option<FileStamp> {
+    use std::os::unix::fs::MetadataExt;
+    let now = certs::now_unix();
+    let m = std::fs::metadata(path).ok()?;
+    if !m.is_file() || now - m.ctime() < 2 {
+        return None;
+    }
+    Some(FileStamp {
+        path: path.to_path_buf(),
+        dev: m.dev(),
+        ino: m.ino(),
+        len: m.len(),
+        ctime: (m.ctime(), m.ctime_nsec()),
+        mtime: (m.mtime(), m.mtime_nsec()),
+    })
 }
 
 /// Everything the accept loop shares; `state` and `config` are swapped on reload.
@@ -435,11 +487,29 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     } else {
         Compression::Zlib
     };
-    let Some(raw) = agent_output(&shared, &cfg, ip).await else {
-        let _ = timeout(phase, tls.shutdown()).await;
-        return;
+    // A file source unchanged since its last read is not read again: reading and comparing
+    // 100 KB was most of what a pull cost beyond the handshake. The stamp is taken before
+    // the read, so a change during the read shows at the next pull.
+    let stamp = match &cfg.agent.file {
+        Some(p) => {
+            settled_stamp(p).filter(|s| (1..=cfg.agent.max_output_bytes as u64).contains(&s.len))
+        }
+        None => None,
     };
-    let framed = shared.cache.framed(comp, raw);
+    let cached = stamp.as_ref().and_then(|s| shared.cache.by_stamp(comp, s));
+    let framed = match cached {
+        Some(f) => {
+            shared.health.source_ok();
+            f
+        }
+        None => {
+            let Some(raw) = agent_output(&shared, &cfg, ip).await else {
+                let _ = timeout(phase, tls.shutdown()).await;
+                return;
+            };
+            shared.cache.framed(comp, raw, stamp)
+        }
+    };
     if let Ok(Ok(())) = timeout(phase, tls.write_all(&framed)).await {
         // close_notify: the fetcher reads to EOF.
         let _ = timeout(phase, tls.shutdown()).await;
