@@ -78,17 +78,9 @@ pub async fn read_output(
 ) -> Result<Vec<u8>, String> {
     let work = async {
         match source {
-            Source::File(p) => {
-                // A regular file is read in place: from the page cache that takes
-                // microseconds, less than tokio::fs's hand-off to the blocking pool and back
-                // on every pull. Anything else (a FIFO, say) may block, so it goes to the
-                // pool, under the timeout.
-                let read = match std::fs::metadata(p) {
-                    Ok(m) if m.is_file() => std::fs::read(p),
-                    _ => tokio::fs::read(p).await,
-                };
-                read.map_err(|e| format!("agent output file {}: {e}", p.display()))
-            }
+            Source::File(p) => tokio::fs::read(p)
+                .await
+                .map_err(|e| format!("agent output file {}: {e}", p.display())),
             Source::Socket(p) => {
                 let mut s = tokio::net::UnixStream::connect(p)
                     .await

@@ -312,6 +312,8 @@ pub struct Shared {
     pub allowed: RwLock<Arc<Vec<IpNet>>>,
     per_ip: PerIp,
     cache: FrameCache,
+    /// The file source's path and whether it is on a local file system (see `local_fs`).
+    file_local: Mutex<Option<(std::path::PathBuf, bool)>>,
     pub health: Arc<super::daemon::HealthRecorder>,
     pub conns: tokio::sync::Semaphore,
     max_conns: usize,
@@ -331,6 +333,7 @@ impl Shared {
             allowed: RwLock::new(Arc::new(allowed)),
             per_ip: PerIp::default(),
             cache: FrameCache::default(),
+            file_local: Mutex::new(None),
             health,
             conns: tokio::sync::Semaphore::new(max),
             max_conns: max,
@@ -491,9 +494,9 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     // 100 KB was most of what a pull cost beyond the handshake. The stamp is taken before
     // the read, so a change during the read shows at the next pull.
     let stamp = match &cfg.agent.file {
-        Some(p) => {
-            settled_stamp(p).filter(|s| (1..=cfg.agent.max_output_bytes as u64).contains(&s.len))
-        }
+        Some(p) => file_stamp(&shared, p, phase)
+            .await
+            .filter(|s| (1..=cfg.agent.max_output_bytes as u64).contains(&s.len)),
         None => None,
     };
     let cached = stamp.as_ref().and_then(|s| shared.cache.by_stamp(comp, s));
@@ -516,6 +519,70 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         shared.health.pulled();
         tracing::debug!(%ip, %uuid, bytes = framed.len(), "pull served");
     }
+}
+
+/// The settled stamp of the file source. On a local file system the stat runs in place: it
+/// takes a microsecond, where the hand-off to the blocking pool and back cost a sixth of a
+/// pull's CPU. Elsewhere (NFS, FUSE, ...) a stat can hang, so it runs on the pool under the
+/// phase timeout, as the read does.
+async fn file_stamp(shared: &Shared, path: &std::path::Path, phase: Duration) -> Option<FileStamp> {
+    let known = shared
+        .file_local
+        .lock()
+        .ok()
+        .and_then(|g| g.as_ref().filter(|(p, _)| p == path).map(|(_, l)| *l));
+    let local = match known {
+        Some(l) => l,
+        None => {
+            let p = path.to_path_buf();
+            let l = timeout(phase, tokio::task::spawn_blocking(move || local_fs(&p)))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .flatten();
+            // Not remembered when unknown (no such file yet, timed out): asked again next pull.
+            if let (Some(l), Ok(mut g)) = (l, shared.file_local.lock()) {
+                *g = Some((path.to_path_buf(), l));
+            }
+            l.unwrap_or(false)
+        }
+    };
+    if local {
+        return settled_stamp(path);
+    }
+    let p = path.to_path_buf();
+    timeout(
+        phase,
+        tokio::task::spawn_blocking(move || settled_stamp(&p)),
+    )
+    .await
+    .ok()
+    .and_then(Result::ok)
+    .flatten()
+}
+
+/// Whether `path` is on a disk-backed or memory file system, where a stat cannot hang.
+/// Unknown types count as remote; `None` when statfs fails.
+fn local_fs(path: &std::path::Path) -> Option<bool> {
+    use std::os::unix::ffi::OsStrExt;
+    const LOCAL: &[i64] = &[
+        0xEF53,     // ext2/3/4
+        0x58465342, // xfs
+        0x9123683E, // btrfs
+        0x01021994, // tmpfs
+        0x858458F6, // ramfs
+        0x794C7630, // overlayfs
+        0x2FC12FC1, // zfs
+        0xF2F52010, // f2fs
+        0x73717368, // squashfs
+    ];
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: `c` is a NUL-terminated path and `st` a writable statfs the call fills in.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some(LOCAL.contains(&(st.f_type as i64)))
 }
 
 async fn agent_output(shared: &Shared, cfg: &Config, ip: IpAddr) -> Option<Vec<u8>> {
