@@ -750,7 +750,7 @@ fn pull_load_bench() {
         }
         let d = start_daemon(home.path(), "");
         let pid = d.child.id();
-        std::thread::sleep(Duration::from_millis(300));
+        settle(pid);
         let idle = rss_kb(pid, "VmRSS:");
         let comp = if zstd { "zstd" } else { "zlib" };
         for (threads, resume) in [(1usize, false), (4, false), (4, true)] {
