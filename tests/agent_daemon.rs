@@ -411,3 +411,52 @@ fn many_connections_to_one_site_still_handshake() {
     assert_eq!(got["ok"], true, "{got}");
     d.stop();
 }
+
+#[test]
+fn a_changed_output_file_is_served_at_the_next_pull() {
+    // The daemon skips re-reading a file source whose stamp (inode, size, ctime) is unchanged
+    // and older than two seconds; any write must still show at the next pull.
+    let rcv = receiver_with_hosts("d8");
+    let a = Agent::new();
+    let uuid = a
+        .register(&rcv, "h1", "reg", &[])
+        .ok("tether.register.schema.json")["connection"]["uuid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = a.path("output.txt");
+    let body = |v: &str| format!("<<<check_mk>>>\nVersion: {v}\n{}", "x".repeat(4000));
+    std::fs::write(&out, body("1.0.0")).unwrap();
+    let cfg = format!(
+        "[agent]\nfile = {:?}\n[pull]\nregistry_poll_ms = 200\nphase_timeout_secs = 5\n",
+        out.display().to_string()
+    );
+    let d = Daemon::start(&a, &cfg, &[]);
+    let (cert, key, ca) = (
+        site_file(&rcv, "server.pem"),
+        site_file(&rcv, "server.key"),
+        site_file(&rcv, "agent-ca.pem"),
+    );
+    let head = || {
+        let got = python_pull(d.port(), &uuid, &cert, &key, &ca);
+        assert_eq!(got["ok"], true, "{got}");
+        got["head"].as_str().unwrap().to_string()
+    };
+    assert!(head().contains("1.0.0"));
+    // Old enough to be served by its stamp; pulled twice so the stamp is cached.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(head().contains("1.0.0"));
+    assert!(head().contains("1.0.0"));
+    // Rewritten in place with the same size: only the ctime tells.
+    std::fs::write(&out, body("2.0.0")).unwrap();
+    assert!(head().contains("2.0.0"));
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(head().contains("2.0.0"));
+    assert!(head().contains("2.0.0"));
+    // Replaced by rename (a new inode), as agents' output writers do.
+    let tmp = a.path("output.tmp");
+    std::fs::write(&tmp, body("3.0.0")).unwrap();
+    std::fs::rename(&tmp, &out).unwrap();
+    assert!(head().contains("3.0.0"));
+    d.stop();
+}

@@ -35,6 +35,9 @@ pub struct Served {
     /// The connection's own site CA: the client certificate must chain to it, so one site
     /// cannot pull through another site's connection.
     pub roots: Vec<CertificateDer<'static>>,
+    /// The listener trusts other roots besides `roots` (another site), so the handshake's
+    /// verification does not prove the chain ends in `roots`: check it again after it.
+    pub recheck_roots: bool,
 }
 
 /// What the listener serves, rebuilt whenever the registry changes.
@@ -60,11 +63,42 @@ impl ResolvesServerCert for SniResolver {
 /// The site's client certificate must chain to a stored root and must not be an agent
 /// certificate (CN parses as a UUID).
 #[derive(Debug)]
-struct SiteClientVerifier(Arc<dyn ClientCertVerifier>);
+struct SiteClientVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+    /// Whether a certificate's CN makes it a site certificate, by its DER: a site presents the
+    /// same certificate on every pull, and parsing it each time cost more than the lookup.
+    site_cn: Mutex<Vec<(Vec<u8>, bool)>>,
+}
+
+/// Distinct client certificates remembered by `SiteClientVerifier` (one per site, usually).
+const SITE_CN_CACHE: usize = 8;
+
+impl SiteClientVerifier {
+    fn new(inner: Arc<dyn ClientCertVerifier>) -> Self {
+        SiteClientVerifier {
+            inner,
+            site_cn: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn is_site_cert(&self, der: &CertificateDer<'_>) -> bool {
+        let mut cache = self.site_cn.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, ok)) = cache.iter().find(|(d, _)| d[..] == der[..]) {
+            return *ok;
+        }
+        let cn = certs::cert_info(der).ok().and_then(|i| i.subject_cn);
+        let ok = !cn.as_deref().is_none_or(looks_like_uuid);
+        if cache.len() >= SITE_CN_CACHE {
+            cache.remove(0);
+        }
+        cache.push((der.to_vec(), ok));
+        ok
+    }
+}
 
 impl ClientCertVerifier for SiteClientVerifier {
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        self.0.root_hint_subjects()
+        self.inner.root_hint_subjects()
     }
     fn client_auth_mandatory(&self) -> bool {
         true
@@ -75,9 +109,10 @@ impl ClientCertVerifier for SiteClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        let ok = self.0.verify_client_cert(end_entity, intermediates, now)?;
-        let cn = certs::cert_info(end_entity).ok().and_then(|i| i.subject_cn);
-        if cn.as_deref().is_none_or(looks_like_uuid) {
+        let ok = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        if !self.is_site_cert(end_entity) {
             return Err(rustls::Error::General(
                 "client certificate is an agent certificate, not a site certificate".into(),
             ));
@@ -90,7 +125,7 @@ impl ClientCertVerifier for SiteClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
+        self.inner.verify_tls12_signature(message, cert, dss)
     }
     fn verify_tls13_signature(
         &self,
@@ -98,10 +133,10 @@ impl ClientCertVerifier for SiteClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
+        self.inner.verify_tls13_signature(message, cert, dss)
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
+        self.inner.supported_verify_schemes()
     }
 }
 
@@ -140,6 +175,7 @@ pub fn build_state(reg: &Registry) -> PullState {
                     Served {
                         zstd: c.fetcher_zstd,
                         roots: own,
+                        recheck_roots: true,
                     },
                 );
             }
@@ -147,6 +183,12 @@ pub fn build_state(reg: &Registry) -> PullState {
         }
     }
     let pull_connections = keys.len();
+    // Every root the listener trusts is this connection's own: the handshake has already
+    // verified the chain against exactly these, so a second verification adds nothing.
+    for s in served.values_mut() {
+        let own: std::collections::HashSet<&[u8]> = s.roots.iter().map(|r| r.as_ref()).collect();
+        s.recheck_roots = own.len() != seen_roots.len();
+    }
     let tls = if keys.is_empty() {
         None
     } else {
@@ -156,10 +198,14 @@ pub fn build_state(reg: &Registry) -> PullState {
                 .with_safe_default_protocol_versions()
                 .map(|b| {
                     let mut cfg = b
-                        .with_client_cert_verifier(Arc::new(SiteClientVerifier(v)))
+                        .with_client_cert_verifier(Arc::new(SiteClientVerifier::new(v)))
                         .with_cert_resolver(Arc::new(SniResolver(keys)));
                     // Fetchers open a fresh connection per pull; tickets let them resume.
                     cfg.session_storage = rustls::server::ServerSessionMemoryCache::new(1024);
+                    // One ticket per connection is enough for a fetcher that resumes once per
+                    // pull (each resumption brings a new ticket); the default of two doubled
+                    // the per-pull ticket work, which Checkmk's fetcher never uses.
+                    cfg.send_tls13_tickets = 1;
                     Arc::new(cfg)
                 })
                 .map_err(|e| tracing::error!("TLS setup: {e}"))
@@ -185,26 +231,78 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
 
 /// Last framed payload per compression: agent output often repeats between pulls
 /// (always for a file source), and compressing 100 KB dominates a pull's CPU.
-/// (compression, raw agent output, framed payload)
-type CachedFrame = (Compression, Arc<Vec<u8>>, Arc<Vec<u8>>);
+struct CachedFrame {
+    comp: Compression,
+    raw: Arc<Vec<u8>>,
+    framed: Arc<Vec<u8>>,
+    /// For a file source: the file's stamp, taken before `raw` was read.
+    stamp: Option<FileStamp>,
+}
 
 #[derive(Default)]
 struct FrameCache(Mutex<Vec<CachedFrame>>);
 
 impl FrameCache {
-    fn framed(&self, c: Compression, raw: Vec<u8>) -> Arc<Vec<u8>> {
-        if let Ok(cache) = self.0.lock() {
-            if let Some((_, _, framed)) = cache.iter().find(|(cc, r, _)| *cc == c && **r == raw) {
-                return framed.clone();
+    fn framed(&self, c: Compression, raw: Vec<u8>, stamp: Option<FileStamp>) -> Arc<Vec<u8>> {
+        if let Ok(mut cache) = self.0.lock() {
+            if let Some(e) = cache.iter_mut().find(|e| e.comp == c && *e.raw == raw) {
+                e.stamp = stamp;
+                return e.framed.clone();
             }
         }
         let framed = Arc::new(pull::encode(c, &raw));
         if let Ok(mut cache) = self.0.lock() {
-            cache.retain(|(cc, _, _)| *cc != c);
-            cache.push((c, Arc::new(raw), framed.clone()));
+            cache.retain(|e| e.comp != c);
+            cache.push(CachedFrame {
+                comp: c,
+                raw: Arc::new(raw),
+                framed: framed.clone(),
+                stamp,
+            });
         }
         framed
     }
+
+    /// The frame of a file whose stamp has not changed since it was read.
+    fn by_stamp(&self, c: Compression, stamp: &FileStamp) -> Option<Arc<Vec<u8>>> {
+        let cache = self.0.lock().ok()?;
+        cache
+            .iter()
+            .find(|e| e.comp == c && e.stamp.as_ref() == Some(stamp))
+            .map(|e| e.framed.clone())
+    }
+}
+
+/// What tells a file's content apart without reading it: a write, truncation or rename
+/// changes the inode, size or ctime (ctime cannot be set back from user space).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FileStamp {
+    path: std::path::PathBuf,
+    dev: u64,
+    ino: u64,
+    len: u64,
+    ctime: (i64, i64),
+    mtime: (i64, i64),
+}
+
+/// A regular file's stamp, if the file has been left alone long enough to trust it: two
+/// changes within one tick of the kernel's coarse file clock can share a ctime, so a file
+/// changed in the last seconds is read every time (git's "racily clean" rule).
+fn settled_stamp(path: &std::path::Path) -> Option<FileStamp> {
+    use std::os::unix::fs::MetadataExt;
+    let now = certs::now_unix();
+    let m = std::fs::metadata(path).ok()?;
+    if !m.is_file() || now - m.ctime() < 2 {
+        return None;
+    }
+    Some(FileStamp {
+        path: path.to_path_buf(),
+        dev: m.dev(),
+        ino: m.ino(),
+        len: m.len(),
+        ctime: (m.ctime(), m.ctime_nsec()),
+        mtime: (m.mtime(), m.mtime_nsec()),
+    })
 }
 
 /// Everything the accept loop shares; `state` and `config` are swapped on reload.
@@ -214,6 +312,8 @@ pub struct Shared {
     pub allowed: RwLock<Arc<Vec<IpNet>>>,
     per_ip: PerIp,
     cache: FrameCache,
+    /// The file source's path and whether it is on a local file system (see `local_fs`).
+    file_local: Mutex<Option<(std::path::PathBuf, bool)>>,
     pub health: Arc<super::daemon::HealthRecorder>,
     pub conns: tokio::sync::Semaphore,
     max_conns: usize,
@@ -233,6 +333,7 @@ impl Shared {
             allowed: RwLock::new(Arc::new(allowed)),
             per_ip: PerIp::default(),
             cache: FrameCache::default(),
+            file_local: Mutex::new(None),
             health,
             conns: tokio::sync::Semaphore::new(max),
             max_conns: max,
@@ -373,7 +474,11 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     };
     let peer = tls.get_ref().1.peer_certificates().unwrap_or_default();
     let bound = peer.split_first().map(|(ee, rest)| {
-        super::trust::verify_chain(&conn.roots, ee, rest, UnixTime::now(), false)
+        if conn.recheck_roots {
+            super::trust::verify_chain(&conn.roots, ee, rest, UnixTime::now(), false)
+        } else {
+            Ok(())
+        }
     });
     if !matches!(bound, Some(Ok(()))) {
         tracing::info!(%ip, %uuid, "pull refused: client certificate is not from this connection's site");
@@ -385,17 +490,99 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     } else {
         Compression::Zlib
     };
-    let Some(raw) = agent_output(&shared, &cfg, ip).await else {
-        let _ = timeout(phase, tls.shutdown()).await;
-        return;
+    // A file source unchanged since its last read is not read again: reading and comparing
+    // 100 KB was most of what a pull cost beyond the handshake. The stamp is taken before
+    // the read, so a change during the read shows at the next pull.
+    let stamp = match &cfg.agent.file {
+        Some(p) => file_stamp(&shared, p, phase)
+            .await
+            .filter(|s| (1..=cfg.agent.max_output_bytes as u64).contains(&s.len)),
+        None => None,
     };
-    let framed = shared.cache.framed(comp, raw);
+    let cached = stamp.as_ref().and_then(|s| shared.cache.by_stamp(comp, s));
+    let framed = match cached {
+        Some(f) => {
+            shared.health.source_ok();
+            f
+        }
+        None => {
+            let Some(raw) = agent_output(&shared, &cfg, ip).await else {
+                let _ = timeout(phase, tls.shutdown()).await;
+                return;
+            };
+            shared.cache.framed(comp, raw, stamp)
+        }
+    };
     if let Ok(Ok(())) = timeout(phase, tls.write_all(&framed)).await {
         // close_notify: the fetcher reads to EOF.
         let _ = timeout(phase, tls.shutdown()).await;
         shared.health.pulled();
         tracing::debug!(%ip, %uuid, bytes = framed.len(), "pull served");
     }
+}
+
+/// The settled stamp of the file source. On a local file system the stat runs in place: it
+/// takes a microsecond, where the hand-off to the blocking pool and back cost a sixth of a
+/// pull's CPU. Elsewhere (NFS, FUSE, ...) a stat can hang, so it runs on the pool under the
+/// phase timeout, as the read does.
+async fn file_stamp(shared: &Shared, path: &std::path::Path, phase: Duration) -> Option<FileStamp> {
+    let known = shared
+        .file_local
+        .lock()
+        .ok()
+        .and_then(|g| g.as_ref().filter(|(p, _)| p == path).map(|(_, l)| *l));
+    let local = match known {
+        Some(l) => l,
+        None => {
+            let p = path.to_path_buf();
+            let l = timeout(phase, tokio::task::spawn_blocking(move || local_fs(&p)))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .flatten();
+            // Not remembered when unknown (no such file yet, timed out): asked again next pull.
+            if let (Some(l), Ok(mut g)) = (l, shared.file_local.lock()) {
+                *g = Some((path.to_path_buf(), l));
+            }
+            l.unwrap_or(false)
+        }
+    };
+    if local {
+        return settled_stamp(path);
+    }
+    let p = path.to_path_buf();
+    timeout(
+        phase,
+        tokio::task::spawn_blocking(move || settled_stamp(&p)),
+    )
+    .await
+    .ok()
+    .and_then(Result::ok)
+    .flatten()
+}
+
+/// Whether `path` is on a disk-backed or memory file system, where a stat cannot hang.
+/// Unknown types count as remote; `None` when statfs fails.
+fn local_fs(path: &std::path::Path) -> Option<bool> {
+    use std::os::unix::ffi::OsStrExt;
+    const LOCAL: &[i64] = &[
+        0xEF53,     // ext2/3/4
+        0x58465342, // xfs
+        0x9123683E, // btrfs
+        0x01021994, // tmpfs
+        0x858458F6, // ramfs
+        0x794C7630, // overlayfs
+        0x2FC12FC1, // zfs
+        0xF2F52010, // f2fs
+        0x73717368, // squashfs
+    ];
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: `c` is a NUL-terminated path and `st` a writable statfs the call fills in.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some(LOCAL.contains(&(st.f_type as i64)))
 }
 
 async fn agent_output(shared: &Shared, cfg: &Config, ip: IpAddr) -> Option<Vec<u8>> {
