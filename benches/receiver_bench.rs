@@ -4,36 +4,14 @@
 //! Run: `cargo bench --bench receiver_bench` (env BENCH_CLIENTS, BENCH_PER_CLIENT;
 //! BENCH_POSTGRES=1 also runs on a throwaway PostgreSQL cluster with one and with two
 //! `serve` processes on the same database, the clients split across them).
-use std::io::Write;
+mod support;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::{admin, env_usize};
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_tether-receiver")
-}
-
-fn env_usize(k: &str, d: usize) -> usize {
-    std::env::var(k)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(d)
-}
-
-fn admin(dir: &std::path::Path, args: &[&str], stdin: Option<&str>) {
-    let mut c = Command::new(bin())
-        .args(args)
-        .arg("--dir")
-        .arg(dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn");
-    if let (Some(s), Some(mut i)) = (stdin, c.stdin.take()) {
-        i.write_all(s.as_bytes()).expect("stdin");
-    }
-    assert!(c.wait().expect("wait").success(), "{args:?}");
 }
 
 #[path = "../tests/support/postgres.rs"]

@@ -10,41 +10,19 @@ mod fleet;
 #[path = "../tests/support/postgres.rs"]
 mod pg;
 
-use std::io::Write;
+mod support;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use support::{admin, env_usize};
 
 const RECEIVER: &str = env!("CARGO_BIN_EXE_tether-receiver");
 const TETHER: &str = env!("CARGO_BIN_EXE_tether");
 const PW: &str = "bench-Registration-pw";
 
-fn env_usize(k: &str, d: usize) -> usize {
-    std::env::var(k)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(d)
-}
-
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/agent-output-linux.txt")
-}
-
-fn admin(dir: &Path, args: &[&str], stdin: Option<&str>) {
-    let mut c = Command::new(RECEIVER)
-        .args(args)
-        .arg("--dir")
-        .arg(dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn");
-    if let (Some(s), Some(mut i)) = (stdin, c.stdin.take()) {
-        i.write_all(s.as_bytes()).expect("stdin");
-    }
-    assert!(c.wait().expect("wait").success(), "{args:?}");
 }
 
 struct Proc {

@@ -1,0 +1,33 @@
+//! What the receiver benchmarks share: reading their knobs and running admin commands of
+//! the real `tether-receiver`.
+#![allow(dead_code)]
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+pub const RECEIVER: &str = env!("CARGO_BIN_EXE_tether-receiver");
+
+/// A numeric knob from the environment (`BENCH_…`), else its default.
+pub fn env_usize(k: &str, d: usize) -> usize {
+    std::env::var(k)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(d)
+}
+
+/// Runs `tether-receiver ARGS --dir DIR` with `stdin` fed in, and insists on success.
+pub fn admin(dir: &Path, args: &[&str], stdin: Option<&str>) {
+    let mut c = Command::new(RECEIVER)
+        .args(args)
+        .arg("--dir")
+        .arg(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn");
+    if let (Some(s), Some(mut i)) = (stdin, c.stdin.take()) {
+        i.write_all(s.as_bytes()).expect("stdin");
+    }
+    assert!(c.wait().expect("wait").success(), "{args:?}");
+}
