@@ -2,6 +2,8 @@
 //! interval is the host's own (`hosts.pull_interval`), else the nearest folder's up the
 //! tree (`folders.pull_interval`), else the site's (`settings.pull_interval`), else 60 s.
 //! Both the scheduler and `agent-data` read it here, so they agree on "stale".
+use std::collections::HashMap;
+
 use super::*;
 
 /// Seconds between pulls when nothing overrides it.
@@ -17,25 +19,42 @@ pub fn site_interval(c: &Connection) -> sql::Result<i64> {
         .unwrap_or(DEFAULT_PULL_INTERVAL))
 }
 
+/// The intervals folders set themselves (seconds, by path); unset or 0 means inherited.
+pub fn folder_intervals(c: &Connection) -> sql::Result<HashMap<String, i64>> {
+    c.query(
+        "SELECT path, pull_interval FROM folders WHERE pull_interval > 0",
+        [],
+    )?
+    .iter()
+    .map(|r| Ok((r.get(0)?, r.get(1)?)))
+    .collect()
+}
+
+/// The rule itself: the host's own interval, else the nearest folder's up the tree, else
+/// the site's. One place, so the scheduler, `hosts health` and `agent-data` agree.
+pub fn resolve_interval(
+    own: Option<i64>,
+    folder: &str,
+    folders: &HashMap<String, i64>,
+    site: i64,
+) -> i64 {
+    own.filter(|v| *v > 0).unwrap_or_else(|| {
+        folder_ancestry(folder)
+            .iter()
+            .rev()
+            .find_map(|p| folders.get(p).copied())
+            .unwrap_or(site)
+    })
+}
+
 /// The interval in seconds that applies to a host in `folder` with its own `own` setting.
 pub fn interval_for(c: &Connection, folder: &str, own: Option<i64>) -> sql::Result<i64> {
-    if let Some(v) = own.filter(|v| *v > 0) {
-        return Ok(v);
-    }
-    for p in folder_ancestry(folder).iter().rev() {
-        let v: Option<i64> = c
-            .query_row(
-                "SELECT pull_interval FROM folders WHERE path=?1",
-                [p.as_str()],
-                |r| r.get(0),
-            )
-            .optional()?
-            .flatten();
-        if let Some(v) = v.filter(|v| *v > 0) {
-            return Ok(v);
-        }
-    }
-    site_interval(c)
+    Ok(resolve_interval(
+        own,
+        folder,
+        &folder_intervals(c)?,
+        site_interval(c)?,
+    ))
 }
 
 /// The interval in seconds of a host (the site's when the host does not exist).

@@ -34,25 +34,11 @@ pub struct PullTarget {
 /// folder up the tree, then the site; see `freshness`).
 pub fn all_intervals(c: &Connection) -> sql::Result<HashMap<String, i64>> {
     let site = site_interval(c)?;
-    let folders: HashMap<String, i64> = c
-        .query(
-            "SELECT path, pull_interval FROM folders WHERE pull_interval > 0",
-            [],
-        )?
-        .iter()
-        .map(|r| Ok((r.get(0)?, r.get(1)?)))
-        .collect::<sql::Result<_>>()?;
+    let folders = folder_intervals(c)?;
     let mut out = HashMap::new();
     for r in c.query("SELECT name, folder, pull_interval FROM hosts", [])? {
         let (name, folder, own): (String, String, Option<i64>) = (r.get(0)?, r.get(1)?, r.get(2)?);
-        let v = own.filter(|v| *v > 0).unwrap_or_else(|| {
-            folder_ancestry(&folder)
-                .iter()
-                .rev()
-                .find_map(|p| folders.get(p).copied())
-                .unwrap_or(site)
-        });
-        out.insert(name, v);
+        out.insert(name, resolve_interval(own, &folder, &folders, site));
     }
     Ok(out)
 }
