@@ -17,7 +17,7 @@ use tokio_rustls::TlsConnector;
 use super::ca::SiteKeys;
 use super::{admin, ingest, store};
 use crate::error::{Error, ErrorCode, Result};
-use crate::wire::compression::{self, Compression};
+use crate::wire::compression::Compression;
 use crate::wire::{paths, pull, WireError};
 
 /// What to pull and how.
@@ -223,24 +223,18 @@ pub async fn pull_one(
 /// payload compressed. Decompression is CPU work: it runs off the async workers.
 async fn validate_frame(buf: Vec<u8>, limit: usize) -> Result<Pulled, PullError> {
     let work = move || -> Result<Pulled, PullError> {
-        let wire_bytes = buf.len();
-        let (comp, payload) =
-            pull::split(&buf).map_err(|e| perr("invalid_output", e.to_string()))?;
-        let plain = compression::decompress(comp, payload, limit).map_err(|e| match e {
+        let plain = pull::decode(&buf, limit).map_err(|e| match e {
             WireError::TooLarge(_) => perr("too_large", e.to_string()),
             e => perr("invalid_output", e.to_string()),
         })?;
-        if !plain.starts_with(b"<<") {
-            return Err(perr(
-                "invalid_output",
-                "agent output does not begin with '<<'",
-            ));
-        }
+        // decode checked the header already; this only takes the payload as it came.
+        let (compression, payload) =
+            pull::split(&buf).map_err(|e| perr("invalid_output", e.to_string()))?;
         Ok(Pulled {
-            compression: comp,
+            compression,
             size: plain.len(),
             payload: payload.to_vec(),
-            wire_bytes,
+            wire_bytes: buf.len(),
         })
     };
     tokio::task::spawn_blocking(work)

@@ -124,7 +124,7 @@ async fn ingest(st: &Arc<AppState>, uuid: &str, req: Request) -> Result<(), ApiE
     let (comp, payload) = push_payload(parts, bytes).await?;
     let max = st.limits.max_output;
     // Decompressed once to validate (limit, format); what is stored is the payload as sent.
-    let size = tokio::task::spawn_blocking(move || {
+    let (size, payload) = tokio::task::spawn_blocking(move || {
         compression::decompress(comp, &payload, max).map(|d| (d.len(), payload))
     })
     .await
@@ -139,7 +139,6 @@ async fn ingest(st: &Arc<AppState>, uuid: &str, req: Request) -> Result<(), ApiE
             "Decompression of agent data failed".to_string()
         }),
     })?;
-    let (size, payload) = size;
     st.db
         .write(move |c| {
             store_compressed(c, &host, "push", comp, &payload, size).map_err(ApiError::from)

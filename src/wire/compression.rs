@@ -22,12 +22,9 @@ impl Compression {
     }
     /// The name as stored beside the bytes (`none`, `zlib`, `zstd`).
     pub fn from_name(s: &str) -> Option<Self> {
-        match s {
-            "none" => Some(Compression::None),
-            "zlib" => Some(Compression::Zlib),
-            "zstd" => Some(Compression::Zstd),
-            _ => None,
-        }
+        [Compression::None, Compression::Zlib, Compression::Zstd]
+            .into_iter()
+            .find(|c| c.header_name() == s)
     }
     pub fn from_header(s: &str) -> Result<Self, WireError> {
         match s.trim().to_ascii_lowercase().as_str() {
