@@ -15,26 +15,14 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{admin, env_usize};
+use support::{admin, env_usize, Proc};
 
-const RECEIVER: &str = env!("CARGO_BIN_EXE_tether-receiver");
+use support::RECEIVER;
 const TETHER: &str = env!("CARGO_BIN_EXE_tether");
 const PW: &str = "bench-Registration-pw";
 
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/agent-output-linux.txt")
-}
-
-struct Proc {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn wait_ready(ready: &Path, child: Child) -> Proc {

@@ -15,7 +15,8 @@ use tether::wire::compression::{self, Compression};
 use tether::wire::{certs, pull};
 
 const TETHER: &str = env!("CARGO_BIN_EXE_tether");
-const RECEIVER: &str = env!("CARGO_BIN_EXE_tether-receiver");
+mod support;
+use support::{admin, Proc as Daemon, RECEIVER};
 const PASSWORD: &str = "bench-password-123";
 
 fn fixture() -> Vec<u8> {
@@ -111,25 +112,12 @@ fn rcv_cmd(dir: &Path, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-fn rcv_stdin(dir: &Path, args: &[&str], input: &str) {
-    let mut c = Command::new(RECEIVER)
-        .args(args)
-        .arg("--dir")
-        .arg(dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    c.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-    assert!(c.wait().unwrap().success());
-}
-
 fn start_receiver(site: &str, hosts: usize) -> Receiver {
     let dir = tempfile::tempdir().unwrap();
     let out = rcv_cmd(dir.path(), &["init", "--site", site, "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("init --json");
     let fingerprint = v["fingerprint"].as_str().unwrap().to_string();
-    rcv_stdin(
+    admin(
         dir.path(),
         &[
             "user",
@@ -139,7 +127,7 @@ fn start_receiver(site: &str, hosts: usize) -> Receiver {
             "agent_registration",
             "--password-stdin",
         ],
-        PASSWORD,
+        Some(PASSWORD),
     );
     for i in 0..hosts {
         assert!(rcv_cmd(dir.path(), &["host", "add", &format!("h{i}")])
@@ -291,18 +279,6 @@ fn status_bench() {
         assert!(out.status.success());
     }
     summary("status --json --no-query-remote", ms);
-}
-
-struct Daemon {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn start_daemon(home: &Path, extra: &str) -> Daemon {

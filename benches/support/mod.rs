@@ -2,8 +2,9 @@
 //! the real `tether-receiver`.
 #![allow(dead_code)]
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 
 pub const RECEIVER: &str = env!("CARGO_BIN_EXE_tether-receiver");
 
@@ -30,4 +31,18 @@ pub fn admin(dir: &Path, args: &[&str], stdin: Option<&str>) {
         i.write_all(s.as_bytes()).expect("stdin");
     }
     assert!(c.wait().expect("wait").success(), "{args:?}");
+}
+
+/// A server process of the benchmark and where it listens; killed when dropped, so a
+/// failing benchmark leaves nothing running.
+pub struct Proc {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
