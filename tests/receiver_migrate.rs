@@ -16,6 +16,17 @@ use tether::wire::multipart;
 
 const OUTPUT: &[u8] = b"<<<check_mk>>>\nVersion: 2.3.0\n<<<bin>>>\n\x00\x01\xff\xfe\n";
 
+/// The highest `id` among the rows of `doc[list]` (audit entries, tokens).
+fn max_id(doc: &Value, list: &str) -> i64 {
+    doc[list]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_i64().unwrap())
+        .max()
+        .unwrap()
+}
+
 fn migrate(rcv: &TestReceiver, to: &str, extra: &[&str]) -> std::process::Output {
     let from = format!("sqlite:{}", rcv.dir.path().display());
     Command::new(receiver_bin())
@@ -143,13 +154,7 @@ fn a_sqlite_site_moves_to_postgres_and_carries_on() {
     assert_eq!(st, 204);
     // The highest ids so far: PostgreSQL must continue after them.
     let audit_before = rcv.admin_json(&["audit", "--limit", "1000"]);
-    let max_audit_id = audit_before["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["id"].as_i64().unwrap())
-        .max()
-        .unwrap();
+    let max_audit_id = max_id(&audit_before, "entries");
     let tokens_before = rcv.admin_json(&["token", "list"]);
     assert!(rcv.stop(), "the SQLite receiver stops cleanly");
 
@@ -308,22 +313,10 @@ fn a_sqlite_site_moves_to_postgres_and_carries_on() {
     assert_eq!(fleet(&tokens)["uses"], 3, "{tokens}");
     // New ids continue after the old ones.
     let t3 = rcv.admin_json(&["token", "create", "--host", "h2", "--name", "after"]);
-    let max_token_before = tokens_before["tokens"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["id"].as_i64().unwrap())
-        .max()
-        .unwrap();
+    let max_token_before = max_id(&tokens_before, "tokens");
     assert!(t3["id"].as_i64().unwrap() > max_token_before, "{t3}");
     let audit = rcv.admin_json(&["audit", "--limit", "1000"]);
-    let newest = audit["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["id"].as_i64().unwrap())
-        .max()
-        .unwrap();
+    let newest = max_id(&audit, "entries");
     assert!(newest > max_audit_id);
     // The held registration is still pending, and can be approved.
     let pend = rcv.admin_json(&["pending", "list"]);
