@@ -140,3 +140,90 @@ fn a_pending_registration_is_decided_once() {
     let all = rcv.admin_json(&["pending", "list", "--all"]);
     assert_eq!(all["registrations"].as_array().unwrap().len(), 1, "{all}");
 }
+
+/// The writer's jobs on both backends: each job's writes stand or fall together, a failing
+/// job leaves the others' writes alone, and a transaction an error aborted is never reported
+/// as committed. On PostgreSQL a job's savepoint, deferred writes and release travel in
+/// pipelines (src/receiver/store/sql.rs), which is what this pins down.
+#[test]
+fn writer_jobs_keep_exactly_their_own_writes() {
+    use tether::receiver::store::sql::{params, Connection, Error, Location, PgTarget};
+    let dir = tempfile::tempdir().unwrap();
+    let locations = [
+        Location::Sqlite(dir.path().join("jobs.db")),
+        Location::Postgres(PgTarget {
+            url: PgCluster::shared().create_db(),
+            password: None,
+        }),
+    ];
+    for loc in locations {
+        let c = Connection::open(&loc).unwrap();
+        c.execute_batch("CREATE TABLE t (k TEXT PRIMARY KEY, v BIGINT NOT NULL)")
+            .unwrap();
+        let insert = "INSERT INTO t(k, v) VALUES(?1, ?2)";
+        c.begin_write().unwrap();
+        // Reads, then deferred writes: kept.
+        let r: Result<usize, Error> = c.job(|c| {
+            let n = c.query("SELECT k FROM t", params![])?.len();
+            c.defer(insert, params!["a", 1])?;
+            c.defer(insert, params!["b", 2])?;
+            Ok(n)
+        });
+        assert_eq!(r.unwrap(), 0, "{loc:?}");
+        // An immediate write, then a deferred one (the approval queue's pattern): both kept.
+        let r: Result<(), Error> = c.job(|c| {
+            assert_eq!(c.execute(insert, params!["c", 3])?, 1);
+            c.defer(insert, params!["d", 4])
+        });
+        r.unwrap();
+        // A deferred write that breaks the key fails its job and undoes its other write.
+        let r: Result<(), Error> = c.job(|c| {
+            c.defer(insert, params!["e", 5])?;
+            c.defer(insert, params!["a", 6])
+        });
+        assert!(r.unwrap_err().is_unique_violation(), "{loc:?}");
+        // A job that gives up after deferring writes: none of them happen.
+        let r: Result<(), Error> = c.job(|c| {
+            c.defer(insert, params!["f", 7])?;
+            Err(Error::Other("refused".into()))
+        });
+        assert!(r.is_err());
+        // A read-only job, and one that writes after reading what this batch wrote.
+        let r: Result<i64, Error> =
+            c.job(|c| c.query_row("SELECT v FROM t WHERE k='d'", params![], |r| r.get(0)));
+        assert_eq!(r.unwrap(), 4);
+        let r: Result<(), Error> = c.job(|c| {
+            let v: i64 = c.query_row("SELECT CAST(SUM(v) AS BIGINT) FROM t", params![], |r| {
+                r.get(0)
+            })?;
+            c.defer(insert, params!["sum", v])
+        });
+        r.unwrap();
+        c.commit().unwrap();
+        let rows: Vec<(String, i64)> = c
+            .query("SELECT k, v FROM t ORDER BY k", params![])
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0).unwrap(), r.get(1).unwrap()))
+            .collect();
+        let want: Vec<(String, i64)> = [("a", 1), ("b", 2), ("c", 3), ("d", 4), ("sum", 10)]
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect();
+        assert_eq!(rows, want, "{loc:?}");
+
+        // A statement that fails outside any job aborts the transaction on PostgreSQL:
+        // its commit must fail rather than report a rollback as success.
+        c.begin_write().unwrap();
+        assert!(c.execute(insert, params!["a", 9]).is_err());
+        if matches!(loc, Location::Postgres(_)) {
+            assert!(
+                c.commit().is_err(),
+                "an aborted transaction was reported committed"
+            );
+            c.execute_batch("ROLLBACK").unwrap();
+        } else {
+            c.commit().unwrap();
+        }
+    }
+}

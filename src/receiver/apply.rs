@@ -449,8 +449,7 @@ pub fn run(dir: &Path, file: &Path, dry_run: bool) -> Result<ApplyOut> {
             )
             .map_err(|e| Err(Error::from(e)))?;
         }
-        tx.execute_batch("COMMIT")
-            .map_err(|e| Err(Error::from(e)))?;
+        tx.commit().map_err(|e| Err(Error::from(e)))?;
         Ok(changes)
     })();
     if result.is_err() {

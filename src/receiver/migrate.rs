@@ -210,7 +210,7 @@ fn copy_all(src: &Connection, dst: &Connection, o: &MigrateOptions) -> Result<Co
     let r = copy_in_tx(src, dst, &tables, o.force);
     match r {
         Ok(v) => {
-            dst.execute_batch("COMMIT")?;
+            dst.commit()?;
             Ok(v)
         }
         Err(e) => {

@@ -91,11 +91,17 @@ pub struct Principal {
 }
 
 impl Principal {
-    pub fn load(c: &Connection, user: User) -> crate::receiver::store::sql::Result<Principal> {
-        let permissions = store::get_role(c, &user.role)?
-            .map(|r| r.permissions)
-            .unwrap_or_default();
-        Ok(Principal { user, permissions })
+    /// The user `name` with their role's permissions (none if the role is gone).
+    pub fn lookup(
+        c: &Connection,
+        name: &str,
+    ) -> crate::receiver::store::sql::Result<Option<Principal>> {
+        Ok(
+            store::get_user_and_role(c, name)?.map(|(user, role)| Principal {
+                user,
+                permissions: role.map(|r| r.permissions).unwrap_or_default(),
+            }),
+        )
     }
     pub fn has(&self, p: &str) -> bool {
         self.permissions.iter().any(|x| x == p)

@@ -8,7 +8,7 @@ use super::audit::a_ip;
 use super::{header, ApiError, ApiResult, AppState};
 use crate::receiver::auth;
 use crate::receiver::perms::Principal;
-use crate::receiver::store::{self, Audit};
+use crate::receiver::store::Audit;
 
 pub(crate) fn check_rate(st: &AppState, ip: IpAddr) -> ApiResult<()> {
     if st.limiter.allowed(ip) {
@@ -49,10 +49,7 @@ pub(crate) async fn verify_user(
 ) -> ApiResult<Principal> {
     let db = st.db.clone();
     let name = user.clone();
-    let found = db.read(move |c| match store::get_user(c, &name)? {
-        Some(u) => Ok(Some(Principal::load(c, u)?)),
-        None => Ok(None),
-    })?;
+    let found = db.read(move |c| Principal::lookup(c, &name))?;
     let denied = || ApiError::new(StatusCode::UNAUTHORIZED, "Invalid credentials");
     match found {
         Some(p) if st.cache.hit(&user, &password, &p.user.pw_hash) => Ok(p),

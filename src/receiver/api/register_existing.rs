@@ -103,7 +103,11 @@ async fn register_existing_inner(
         .db
         .write(move |c| -> ApiResult<ConnectionMode> {
             let now = store::now();
-            let host = store::get_host(c, &r.host_name)?;
+            let store::RegistrationContext {
+                host,
+                of_uuid,
+                of_host,
+            } = store::registration_context(c, &r.host_name, &r.uuid)?;
             let may_reregister = match &who {
                 Who::User(p) => {
                     let allowed = match &host {
@@ -138,7 +142,7 @@ async fn register_existing_inner(
                 )
             })?;
             check_host_here(&host, &site)?;
-            identity_lock(c, &host.name, &r.uuid, may_reregister, now)?;
+            identity_lock(c, &host.name, &r.uuid, (of_uuid, of_host), may_reregister, now)?;
             let mode = ConnectionMode::parse(&host.mode).unwrap_or(ConnectionMode::Pull);
             let by = audit.actor.clone();
             store::insert_registration(
@@ -221,15 +225,17 @@ fn use_token(
 }
 
 /// **ext** identity lock: a host with a live registration under another UUID is not taken
-/// over unless the user may re-register hosts; then the old link is revoked.
+/// over unless the user may re-register hosts; then the old link is revoked. Weighs the
+/// registrations of `uuid` and of `host` read before (store::registration_context).
 fn identity_lock(
     c: &Connection,
     host: &str,
     uuid: &str,
+    (of_uuid, of_host): (Option<store::Registration>, Vec<store::Registration>),
     may_reregister: bool,
     now: i64,
 ) -> ApiResult<()> {
-    if let Some(reg) = store::get_registration(c, uuid)? {
+    if let Some(reg) = of_uuid {
         if reg.host != host && reg.live(now) && !may_reregister {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
@@ -243,7 +249,7 @@ fn identity_lock(
             ));
         }
     }
-    let others: Vec<_> = store::registrations_of_host(c, host)?
+    let others: Vec<_> = of_host
         .into_iter()
         .filter(|r| r.uuid != uuid && r.live(now))
         .collect();

@@ -83,10 +83,7 @@ fn logged_in(st: &AppState, headers: &HeaderMap) -> Result<Authed, Refused> {
     };
     let id = id.unwrap_or_default();
     let name = s.user.clone().unwrap_or_default();
-    let found = st.db.read(move |c| match store::get_user(c, &name)? {
-        Some(u) => Ok(Some(Principal::load(c, u)?)),
-        None => Ok(None),
-    });
+    let found = st.db.read(move |c| Principal::lookup(c, &name));
     match found {
         Ok(Some(p)) if p.user.pw_hash == s.pw_hash => Ok(Authed {
             id,

@@ -28,7 +28,7 @@ pub struct Audit {
 }
 
 pub fn audit(c: &Connection, a: &Audit) -> sql::Result<()> {
-    c.execute(
+    c.defer(
         "INSERT INTO audit(ts, actor, source, action, host, uuid, outcome, detail)
          VALUES(?1,?2,?3,?4,?5,?6,?7,?8)",
         params![
@@ -41,8 +41,7 @@ pub fn audit(c: &Connection, a: &Audit) -> sql::Result<()> {
             a.outcome,
             a.detail
         ],
-    )?;
-    Ok(())
+    )
 }
 
 pub fn list_audit(c: &Connection, host: Option<&str>, limit: i64) -> sql::Result<Vec<AuditEntry>> {

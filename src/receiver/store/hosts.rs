@@ -20,7 +20,7 @@ pub struct Host {
     pub pull_interval: Option<i64>,
 }
 
-fn host_row(r: &sql::Row) -> sql::Result<Host> {
+pub(super) fn host_row(r: &sql::Row) -> sql::Result<Host> {
     Ok(Host {
         name: r.get(0)?,
         folder: r.get(1)?,
@@ -34,7 +34,7 @@ fn host_row(r: &sql::Row) -> sql::Result<Host> {
     })
 }
 
-const HOST_COLS: &str =
+pub(super) const HOST_COLS: &str =
     "name, folder, contact_groups, site, cluster, mode, address, agent_port, pull_interval";
 
 pub fn get_host(c: &Connection, name: &str) -> sql::Result<Option<Host>> {

@@ -222,7 +222,7 @@ pub fn migrate(c: &Connection) -> sql::Result<()> {
     c.begin_write()?;
     let r = migrate_in_tx(c);
     match r {
-        Ok(()) => c.execute_batch("COMMIT"),
+        Ok(()) => c.commit(),
         Err(e) => {
             let _ = c.execute_batch("ROLLBACK");
             Err(e)
@@ -320,7 +320,7 @@ pub fn with_tx<R, E: From<sql::Error>>(
     c.begin_write()?;
     match f(c) {
         Ok(r) => {
-            if let Err(e) = c.execute_batch("COMMIT") {
+            if let Err(e) = c.commit() {
                 let _ = c.execute_batch("ROLLBACK");
                 return Err(e.into());
             }

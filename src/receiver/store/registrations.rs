@@ -45,6 +45,55 @@ pub fn registrations_of_host(c: &Connection, host: &str) -> sql::Result<Vec<Regi
     rows.collect()
 }
 
+/// What registering `uuid` for `host` weighs (the host, and the identity lock's
+/// registrations), read in one round trip.
+pub struct RegistrationContext {
+    pub host: Option<Host>,
+    /// The registration of the UUID, on whatever host.
+    pub of_uuid: Option<Registration>,
+    /// Every registration of the host.
+    pub of_host: Vec<Registration>,
+}
+
+pub fn registration_context(
+    c: &Connection,
+    host: &str,
+    uuid: &str,
+) -> sql::Result<RegistrationContext> {
+    let host_q = format!("SELECT {HOST_COLS} FROM hosts WHERE name=?1");
+    let regs_q = format!("{REG_SELECT} WHERE r.uuid=?1 OR r.host=?2 ORDER BY r.registered_at");
+    let mut rows = c
+        .query_all(vec![
+            (&host_q, vec![sql::Value::Text(host.into())]),
+            (
+                &regs_q,
+                vec![sql::Value::Text(uuid.into()), sql::Value::Text(host.into())],
+            ),
+        ])?
+        .into_iter();
+    let (hosts, regs) = (
+        rows.next().unwrap_or_default(),
+        rows.next().unwrap_or_default(),
+    );
+    let host_row = hosts.first().map(host_row).transpose()?;
+    let mut of_uuid = None;
+    let mut of_host = Vec::new();
+    for r in &regs {
+        let r = reg_row(r)?;
+        if r.uuid == uuid {
+            of_uuid = Some(r.clone());
+        }
+        if r.host == host {
+            of_host.push(r);
+        }
+    }
+    Ok(RegistrationContext {
+        host: host_row,
+        of_uuid,
+        of_host,
+    })
+}
+
 pub fn list_registrations(c: &Connection) -> sql::Result<Vec<Registration>> {
     let mut st = c.prepare(&format!("{REG_SELECT} ORDER BY r.host, r.registered_at"))?;
     let rows = st.query_map([], reg_row)?;
@@ -70,7 +119,7 @@ pub fn insert_registration(
 ) -> sql::Result<()> {
     let t = now();
     // The same UUID registering again (e.g. the controller re-ran registration) replaces its row.
-    c.execute(
+    c.defer(
         "INSERT INTO registrations(uuid, host, mode, registered_at, registered_by, revoked_at)
          VALUES(?1,?2,?3,?4,?5,NULL)
          ON CONFLICT(uuid) DO UPDATE SET host=excluded.host, mode=excluded.mode,
@@ -81,11 +130,10 @@ pub fn insert_registration(
 }
 
 pub fn insert_cert(c: &Connection, serial: &str, uuid: &str, not_after: i64) -> sql::Result<()> {
-    c.execute(
+    c.defer(
         "INSERT INTO certs(serial, uuid, not_after, issued_at) VALUES(?1,?2,?3,?4)",
         params![serial, uuid, not_after, now()],
-    )?;
-    Ok(())
+    )
 }
 
 /// Revokes a registration and every certificate issued to its UUID.

@@ -70,12 +70,12 @@ pub enum Error {
     #[error("{0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("{}", pg_text(.0))]
-    Postgres(#[from] postgres::Error),
+    Postgres(#[from] tokio_postgres::Error),
     #[error("{0}")]
     Other(String),
 }
 
-fn pg_text(e: &postgres::Error) -> String {
+fn pg_text(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(d) => format!("{}: {}", d.severity(), d.message()),
         None => e.to_string(),
@@ -89,7 +89,9 @@ impl Error {
             Error::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {
                 e.code == rusqlite::ErrorCode::ConstraintViolation
             }
-            Error::Postgres(e) => e.code() == Some(&postgres::error::SqlState::UNIQUE_VIOLATION),
+            Error::Postgres(e) => {
+                e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
+            }
             _ => false,
         }
     }
@@ -335,21 +337,171 @@ pub struct Connection {
     inner: Inner,
 }
 
-// One per connection, never in bulk: the size difference does not matter.
-#[allow(clippy::large_enum_variant)]
 enum Inner {
     Sqlite(rusqlite::Connection),
-    Postgres {
-        // Always Some until dropped (see Drop).
-        client: RefCell<Option<postgres::Client>>,
-        cache: RefCell<HashMap<String, postgres::Statement>>,
-    },
+    // Always Some until dropped (see Drop).
+    Postgres(RefCell<Option<Box<Pg>>>),
+}
+
+/// A PostgreSQL session: the asynchronous client driven by a runtime of its own, so that
+/// several statements can be sent before the first answer arrives (pipelining: a writer
+/// job's savepoint, its writes and its release cost one round trip, not one each).
+struct Pg {
+    rt: tokio::runtime::Runtime,
+    client: tokio_postgres::Client,
+    cache: HashMap<String, tokio_postgres::Statement>,
+    /// Statements not sent yet: they go out in front of the next statement that needs an
+    /// answer (see [`Connection::defer`]).
+    queued: Vec<Op>,
+    /// Inside [`Connection::job`]: only then are writes deferred.
+    in_job: bool,
+    /// Pipelines sent so far (tells whether a job reached the server).
+    sent: u64,
+}
+
+/// One statement of a pipeline.
+enum Op {
+    Simple(String),
+    Execute(tokio_postgres::Statement, Vec<Value>),
+    Query(tokio_postgres::Statement, Vec<Value>),
+}
+
+enum Outcome {
+    Done,
+    Count(u64),
+    Rows(Vec<tokio_postgres::Row>),
 }
 
 /// All writers of a PostgreSQL site take this transaction-scoped advisory lock first: the
 /// same single-writer order SQLite's `BEGIN IMMEDIATE` gives, across every receiver process,
 /// so token use counts, the pending queue and the audit log stay exact.
 const PG_WRITE_LOCK: i64 = 0x7465_7468_6572; // "tether"
+
+impl Pg {
+    fn connect(t: &PgTarget) -> Result<Pg> {
+        let mut cfg: tokio_postgres::Config = t
+            .url
+            .parse()
+            .map_err(|e| Error::Other(format!("invalid database URL: {e}")))?;
+        if let Some(pw) = &t.password {
+            cfg.password(pw);
+        }
+        if cfg.get_application_name().is_none() {
+            cfg.application_name("tether-receiver");
+        }
+        cfg.connect_timeout(Duration::from_secs(15));
+        // Schema upgrades are idempotent: their "already exists" notices are noise.
+        cfg.options("-c client_min_messages=warning");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Other(format!("PostgreSQL client runtime: {e}")))?;
+        let (client, conn) = rt.block_on(cfg.connect(tokio_postgres::NoTls))?;
+        // The connection task runs whenever this runtime waits for an answer.
+        rt.spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(Pg {
+            rt,
+            client,
+            cache: HashMap::new(),
+            queued: Vec::new(),
+            in_job: false,
+            sent: 0,
+        })
+    }
+
+    fn prepare(&mut self, sql: &str) -> Result<tokio_postgres::Statement> {
+        if let Some(st) = self.cache.get(sql) {
+            return Ok(st.clone());
+        }
+        let st = self.rt.block_on(self.client.prepare(&pg_sql(sql)))?;
+        if self.cache.len() > 256 {
+            self.cache.clear();
+        }
+        self.cache.insert(sql.to_string(), st.clone());
+        Ok(st)
+    }
+
+    /// Sends every queued statement and then `last` in one pipeline, waits for all answers,
+    /// and returns `last`'s (or the first error: statements after a failed one fail too, as
+    /// the transaction is then aborted).
+    fn round_trip(&mut self, last: Op) -> Result<Outcome> {
+        let mut outs = self.pipeline(vec![last])?;
+        outs.pop()
+            .ok_or_else(|| Error::Other("no answer from PostgreSQL".into()))
+    }
+
+    /// Sends every queued statement and then `ops` in one pipeline; returns the answers to
+    /// `ops`, or the first error of any statement sent.
+    fn pipeline(&mut self, ops: Vec<Op>) -> Result<Vec<Outcome>> {
+        let n = ops.len();
+        self.sent += 1;
+        let mut all = std::mem::take(&mut self.queued);
+        all.extend(ops);
+        let args: Vec<Vec<PgArg>> = all
+            .iter()
+            .map(|op| match op {
+                Op::Simple(_) => Vec::new(),
+                Op::Execute(_, v) | Op::Query(_, v) => pg_args(v),
+            })
+            .collect();
+        let client = &self.client;
+        type Fut<'a> = std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<Outcome, tokio_postgres::Error>> + 'a>,
+        >;
+        let mut futs: Vec<Fut<'_>> = all
+            .iter()
+            .zip(&args)
+            .map(|(op, a)| -> Fut<'_> {
+                let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+                    a.iter().map(|x| x as _).collect();
+                match op {
+                    Op::Simple(sql) => {
+                        Box::pin(
+                            async move { client.batch_execute(sql).await.map(|_| Outcome::Done) },
+                        )
+                    }
+                    Op::Execute(st, _) => {
+                        Box::pin(async move { client.execute(st, &refs).await.map(Outcome::Count) })
+                    }
+                    Op::Query(st, _) => {
+                        Box::pin(async move { client.query(st, &refs).await.map(Outcome::Rows) })
+                    }
+                }
+            })
+            .collect();
+        let mut outs: Vec<Option<Result<Outcome, tokio_postgres::Error>>> =
+            futs.iter().map(|_| None).collect();
+        // Polled in order, so the requests leave in order (each is sent on its first poll).
+        self.rt.block_on(std::future::poll_fn(|cx| {
+            let mut pending = false;
+            for (f, o) in futs.iter_mut().zip(outs.iter_mut()) {
+                if o.is_none() {
+                    match f.as_mut().poll(cx) {
+                        std::task::Poll::Ready(r) => *o = Some(r),
+                        std::task::Poll::Pending => pending = true,
+                    }
+                }
+            }
+            if pending {
+                std::task::Poll::Pending
+            } else {
+                std::task::Poll::Ready(())
+            }
+        }));
+        drop(futs);
+        let mut answers = Vec::with_capacity(n);
+        let skip = outs.len() - n;
+        for (i, o) in outs.into_iter().enumerate() {
+            let o = o.ok_or_else(|| Error::Other("no answer from PostgreSQL".into()))??;
+            if i >= skip {
+                answers.push(o);
+            }
+        }
+        Ok(answers)
+    }
+}
 
 impl Connection {
     pub fn open(loc: &Location) -> Result<Connection> {
@@ -364,35 +516,16 @@ impl Connection {
                     inner: Inner::Sqlite(c),
                 })
             }
-            Location::Postgres(t) => {
-                let mut cfg: postgres::Config = t
-                    .url
-                    .parse()
-                    .map_err(|e| Error::Other(format!("invalid database URL: {e}")))?;
-                if let Some(pw) = &t.password {
-                    cfg.password(pw);
-                }
-                if cfg.get_application_name().is_none() {
-                    cfg.application_name("tether-receiver");
-                }
-                cfg.connect_timeout(Duration::from_secs(15));
-                // Schema upgrades are idempotent: their "already exists" notices are noise.
-                cfg.options("-c client_min_messages=warning");
-                let client = cfg.connect(postgres::NoTls)?;
-                Ok(Connection {
-                    inner: Inner::Postgres {
-                        client: RefCell::new(Some(client)),
-                        cache: RefCell::new(HashMap::new()),
-                    },
-                })
-            }
+            Location::Postgres(t) => Ok(Connection {
+                inner: Inner::Postgres(RefCell::new(Some(Box::new(Pg::connect(t)?)))),
+            }),
         }
     }
 
     pub fn backend(&self) -> Backend {
         match self.inner {
             Inner::Sqlite(_) => Backend::Sqlite,
-            Inner::Postgres { .. } => Backend::Postgres,
+            Inner::Postgres(_) => Backend::Postgres,
         }
     }
 
@@ -400,16 +533,26 @@ impl Connection {
     pub fn sqlite(&self) -> Option<&rusqlite::Connection> {
         match &self.inner {
             Inner::Sqlite(c) => Some(c),
-            Inner::Postgres { .. } => None,
+            Inner::Postgres(_) => None,
         }
+    }
+
+    fn pg(&self) -> std::cell::RefMut<'_, Pg> {
+        let Inner::Postgres(p) = &self.inner else {
+            unreachable!("PostgreSQL session on SQLite")
+        };
+        std::cell::RefMut::map(p.borrow_mut(), |p| {
+            &mut **p.as_mut().expect("PostgreSQL session present until drop")
+        })
     }
 
     /// Runs statements without parameters (schema, transaction control).
     pub fn execute_batch(&self, sql: &str) -> Result<()> {
         match &self.inner {
             Inner::Sqlite(c) => Ok(c.execute_batch(sql)?),
-            Inner::Postgres { client, .. } => {
-                Ok(std::cell::RefMut::map(client.borrow_mut(), pg).batch_execute(&pg_sql(sql))?)
+            Inner::Postgres(_) => {
+                self.pg().round_trip(Op::Simple(pg_sql(sql)))?;
+                Ok(())
             }
         }
     }
@@ -418,13 +561,89 @@ impl Connection {
     pub fn begin_write(&self) -> Result<()> {
         match &self.inner {
             Inner::Sqlite(c) => Ok(c.execute_batch("BEGIN IMMEDIATE")?),
-            Inner::Postgres { client, .. } => {
-                let mut c = std::cell::RefMut::map(client.borrow_mut(), pg);
-                c.batch_execute("BEGIN")?;
-                if let Err(e) = c.execute("SELECT pg_advisory_xact_lock($1)", &[&PG_WRITE_LOCK]) {
-                    let _ = c.batch_execute("ROLLBACK");
-                    return Err(e.into());
+            Inner::Postgres(_) => {
+                let mut pg = self.pg();
+                let begin = format!("BEGIN; SELECT pg_advisory_xact_lock({PG_WRITE_LOCK})");
+                if let Err(e) = pg.round_trip(Op::Simple(begin)) {
+                    let _ = pg.round_trip(Op::Simple("ROLLBACK".into()));
+                    return Err(e);
                 }
+                Ok(())
+            }
+        }
+    }
+
+    /// Runs `f` as one job of a write transaction: a savepoint around it, so an `Err` undoes
+    /// only this job's changes. On PostgreSQL the savepoint travels with the job's first
+    /// statement and its release with the job's deferred writes, so a job that reads twice
+    /// and then writes costs three round trips whatever the number of its writes.
+    pub fn job<R, E: From<Error>>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<R, E>,
+    ) -> Result<R, E> {
+        if let Inner::Sqlite(c) = &self.inner {
+            c.execute_batch("SAVEPOINT job").map_err(Error::from)?;
+            return match f(self) {
+                Ok(r) => {
+                    c.execute_batch("RELEASE job").map_err(Error::from)?;
+                    Ok(r)
+                }
+                Err(e) => {
+                    let _ = c.execute_batch("ROLLBACK TO job; RELEASE job");
+                    Err(e)
+                }
+            };
+        }
+        let (sp, sent) = {
+            let mut pg = self.pg();
+            pg.in_job = true;
+            pg.queued.push(Op::Simple("SAVEPOINT job".into()));
+            (pg.queued.len() - 1, pg.sent)
+        };
+        let r = f(self);
+        let mut pg = self.pg();
+        pg.in_job = false;
+        // Nothing sent since the savepoint was queued: nothing of this job reached the
+        // server, and what precedes the savepoint in the queue (the last job's release) stays.
+        let untouched = pg.sent == sent;
+        match r {
+            Ok(v) if untouched && pg.queued.len() == sp + 1 => {
+                pg.queued.truncate(sp);
+                Ok(v)
+            }
+            Ok(v) if pg.queued.is_empty() => {
+                // Nothing left to learn the fate of: the release rides with the next statement.
+                pg.queued.push(Op::Simple("RELEASE job".into()));
+                Ok(v)
+            }
+            Ok(v) => match pg.round_trip(Op::Simple("RELEASE job".into())) {
+                Ok(_) => Ok(v),
+                Err(e) => {
+                    let _ = pg.round_trip(Op::Simple("ROLLBACK TO job; RELEASE job".into()));
+                    Err(E::from(e))
+                }
+            },
+            Err(e) if untouched => {
+                pg.queued.truncate(sp);
+                Err(e)
+            }
+            Err(e) => {
+                pg.queued.clear();
+                let _ = pg.round_trip(Op::Simple("ROLLBACK TO job; RELEASE job".into()));
+                Err(e)
+            }
+        }
+    }
+
+    /// Commits the write transaction. On PostgreSQL, COMMIT of a transaction that an error
+    /// aborted rolls back without an error of its own: the `SELECT 1` in front of it fails
+    /// then, so a lost batch is never reported as committed.
+    pub fn commit(&self) -> Result<()> {
+        match &self.inner {
+            Inner::Sqlite(c) => Ok(c.execute_batch("COMMIT")?),
+            Inner::Postgres(_) => {
+                self.pg()
+                    .round_trip(Op::Simple("SELECT 1; COMMIT".into()))?;
                 Ok(())
             }
         }
@@ -438,14 +657,30 @@ impl Connection {
                 let n = st.execute(rusqlite::params_from_iter(vals.iter().map(lite_value)))?;
                 Ok(n)
             }
-            Inner::Postgres { .. } => {
-                let (st, mut client) = self.pg_prepare(sql)?;
-                let args = pg_args(&vals);
-                let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
-                    args.iter().map(|a| a as _).collect();
-                Ok(client.execute(&st, &refs)? as usize)
+            Inner::Postgres(_) => {
+                let mut pg = self.pg();
+                let st = pg.prepare(sql)?;
+                match pg.round_trip(Op::Execute(st, vals))? {
+                    Outcome::Count(n) => Ok(n as usize),
+                    _ => Ok(0),
+                }
             }
         }
+    }
+
+    /// A write whose row count nobody needs. Inside a [`Connection::job`] on PostgreSQL it
+    /// is sent with the job's next statement or at its end (its error then fails the job);
+    /// everywhere else it runs at once.
+    pub fn defer<P: Params>(&self, sql: &str, params: P) -> Result<()> {
+        if let Inner::Postgres(_) = &self.inner {
+            let mut pg = self.pg();
+            if pg.in_job {
+                let st = pg.prepare(sql)?;
+                pg.queued.push(Op::Execute(st, params.values()));
+                return Ok(());
+            }
+        }
+        self.execute(sql, params).map(|_| ())
     }
 
     /// Every row of a query.
@@ -466,13 +701,13 @@ impl Connection {
                 }
                 Ok(out)
             }
-            Inner::Postgres { .. } => {
-                let (st, mut client) = self.pg_prepare(sql)?;
-                let args = pg_args(&vals);
-                let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
-                    args.iter().map(|a| a as _).collect();
-                let rows = client.query(&st, &refs)?;
-                rows.iter().map(from_pg_row).collect()
+            Inner::Postgres(_) => {
+                let mut pg = self.pg();
+                let st = pg.prepare(sql)?;
+                match pg.round_trip(Op::Query(st, vals))? {
+                    Outcome::Rows(rows) => rows.iter().map(from_pg_row).collect(),
+                    _ => Ok(Vec::new()),
+                }
             }
         }
     }
@@ -490,48 +725,49 @@ impl Connection {
         }
     }
 
+    /// Several independent queries in one round trip on PostgreSQL (one after the other on
+    /// SQLite): the rows of each.
+    pub fn query_all(&self, queries: Vec<(&str, Vec<Value>)>) -> Result<Vec<Vec<Row>>> {
+        match &self.inner {
+            Inner::Sqlite(_) => queries
+                .into_iter()
+                .map(|(sql, vals)| self.query(sql, vals))
+                .collect(),
+            Inner::Postgres(_) => {
+                let mut pg = self.pg();
+                let mut ops = Vec::with_capacity(queries.len());
+                for (sql, vals) in queries {
+                    ops.push(Op::Query(pg.prepare(sql)?, vals));
+                }
+                pg.pipeline(ops)?
+                    .into_iter()
+                    .map(|o| match o {
+                        Outcome::Rows(rows) => rows.iter().map(from_pg_row).collect(),
+                        _ => Ok(Vec::new()),
+                    })
+                    .collect()
+            }
+        }
+    }
+
     pub fn prepare(&self, sql: &str) -> Result<Statement<'_>> {
         Ok(Statement {
             conn: self,
             sql: sql.to_string(),
         })
     }
-
-    fn pg_prepare(
-        &self,
-        sql: &str,
-    ) -> Result<(postgres::Statement, std::cell::RefMut<'_, postgres::Client>)> {
-        let Inner::Postgres { client, cache } = &self.inner else {
-            unreachable!("pg_prepare on SQLite")
-        };
-        let mut c = std::cell::RefMut::map(client.borrow_mut(), pg);
-        if let Some(st) = cache.borrow().get(sql) {
-            return Ok((st.clone(), c));
-        }
-        let st = c.prepare(&pg_sql(sql))?;
-        let mut cache = cache.borrow_mut();
-        if cache.len() > 256 {
-            cache.clear();
-        }
-        cache.insert(sql.to_string(), st.clone());
-        Ok((st, c))
-    }
-}
-
-fn pg(c: &mut Option<postgres::Client>) -> &mut postgres::Client {
-    c.as_mut().expect("PostgreSQL client present until drop")
 }
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        // Closing the client blocks on its own runtime, which panics on a thread driving
-        // the server's: close it on a thread of its own then.
-        if let Inner::Postgres { client, .. } = &mut self.inner {
-            if let Some(c) = client.get_mut().take() {
+        // Dropping the session's runtime panics on a thread that drives another runtime:
+        // drop it on a thread of its own then.
+        if let Inner::Postgres(p) = &mut self.inner {
+            if let Some(pg) = p.get_mut().take() {
                 if tokio::runtime::Handle::try_current().is_ok() {
-                    let _ = std::thread::spawn(move || drop(c)).join();
+                    let _ = std::thread::spawn(move || drop(pg)).join();
                 } else {
-                    drop(c);
+                    drop(pg);
                 }
             }
         }
@@ -644,14 +880,14 @@ fn pg_args(vals: &[Value]) -> Vec<PgArg> {
     vals.iter().cloned().map(PgArg).collect()
 }
 
-impl postgres::types::ToSql for PgArg {
+impl tokio_postgres::types::ToSql for PgArg {
     fn to_sql(
         &self,
-        ty: &postgres::types::Type,
-        out: &mut postgres::types::private::BytesMut,
-    ) -> std::result::Result<postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>>
+        ty: &tokio_postgres::types::Type,
+        out: &mut tokio_postgres::types::private::BytesMut,
+    ) -> std::result::Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>>
     {
-        use postgres::types::{IsNull, Type};
+        use tokio_postgres::types::{IsNull, Type};
         let bad = || -> Box<dyn std::error::Error + Sync + Send> {
             format!("cannot bind {:?} as {ty}", self.0).into()
         };
@@ -685,15 +921,15 @@ impl postgres::types::ToSql for PgArg {
         }
     }
 
-    fn accepts(_: &postgres::types::Type) -> bool {
+    fn accepts(_: &tokio_postgres::types::Type) -> bool {
         true
     }
 
-    postgres::types::to_sql_checked!();
+    tokio_postgres::types::to_sql_checked!();
 }
 
-fn from_pg_row(r: &postgres::Row) -> Result<Row> {
-    use postgres::types::Type;
+fn from_pg_row(r: &tokio_postgres::Row) -> Result<Row> {
+    use tokio_postgres::types::Type;
     let mut values = Vec::with_capacity(r.len());
     for (i, col) in r.columns().iter().enumerate() {
         let v = match *col.type_() {

@@ -37,6 +37,27 @@ pub fn get_user(c: &Connection, name: &str) -> sql::Result<Option<User>> {
     .optional()
 }
 
+/// A user and their role (None if the role is gone), read in one round trip.
+pub fn get_user_and_role(c: &Connection, name: &str) -> sql::Result<Option<(User, Option<Role>)>> {
+    let user_q = format!("SELECT {USER_COLS} FROM users WHERE name=?1");
+    let role_q = "SELECT name, builtin, permissions FROM roles
+                  WHERE name=(SELECT role FROM users WHERE name=?1)";
+    let mut rows = c
+        .query_all(vec![
+            (&user_q, vec![sql::Value::Text(name.into())]),
+            (role_q, vec![sql::Value::Text(name.into())]),
+        ])?
+        .into_iter();
+    let (users, roles) = (
+        rows.next().unwrap_or_default(),
+        rows.next().unwrap_or_default(),
+    );
+    let Some(user) = users.first().map(user_row).transpose()? else {
+        return Ok(None);
+    };
+    Ok(Some((user, roles.first().map(role_row).transpose()?)))
+}
+
 pub fn list_users(c: &Connection) -> sql::Result<Vec<User>> {
     let mut st = c.prepare(&format!("SELECT {USER_COLS} FROM users ORDER BY name"))?;
     let rows = st.query_map([], user_row)?;

@@ -132,7 +132,7 @@ impl Db {
     {
         let (otx, orx) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move |c: &Connection| {
-            let result = run_in_savepoint(c, f);
+            let result = c.job(f);
             Box::new(move |commit: Result<(), String>| {
                 let _ = otx.send(commit.map(|_| result));
             }) as Finisher
@@ -148,23 +148,6 @@ impl Db {
             Err(_) => Err(DbError(
                 "database unavailable (locked or writer stopped)".into(),
             )),
-        }
-    }
-}
-
-fn run_in_savepoint<R, E: From<sql::Error>>(
-    c: &Connection,
-    f: impl FnOnce(&Connection) -> Result<R, E>,
-) -> Result<R, E> {
-    c.execute_batch("SAVEPOINT job")?;
-    match f(c) {
-        Ok(r) => {
-            c.execute_batch("RELEASE job")?;
-            Ok(r)
-        }
-        Err(e) => {
-            let _ = c.execute_batch("ROLLBACK TO job; RELEASE job");
-            Err(e)
         }
     }
 }
@@ -249,7 +232,7 @@ fn writer_loop(
         let commit = if panicked {
             Err("a write job panicked; batch rolled back".to_string())
         } else {
-            c.execute_batch("COMMIT").map_err(|e| e.to_string())
+            c.commit().map_err(|e| e.to_string())
         };
         if commit.is_err() {
             let _ = c.execute_batch("ROLLBACK");
