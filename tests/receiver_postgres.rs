@@ -143,11 +143,12 @@ fn a_pending_registration_is_decided_once() {
 
 /// The writer's jobs on both backends: each job's writes stand or fall together, a failing
 /// job leaves the others' writes alone, and a transaction an error aborted is never reported
-/// as committed. On PostgreSQL a job's savepoint, deferred writes and release travel in
-/// pipelines (src/receiver/store/sql.rs), which is what this pins down.
+/// as committed. On PostgreSQL a job's savepoint, queued writes and release travel in
+/// pipelines with the next job's statements (src/receiver/store/pg_session.rs), so a write
+/// that fails is found after its job returned: this pins down that it fails that job alone.
 #[test]
 fn writer_jobs_keep_exactly_their_own_writes() {
-    use tether::receiver::store::sql::{params, Connection, Error, Location, PgTarget};
+    use tether::receiver::store::sql::{params, Connection, Error, JobId, Location, PgTarget};
     let dir = tempfile::tempdir().unwrap();
     let locations = [
         Location::Sqlite(dir.path().join("jobs.db")),
@@ -157,56 +158,76 @@ fn writer_jobs_keep_exactly_their_own_writes() {
         }),
     ];
     for loc in locations {
+        let pg = matches!(loc, Location::Postgres(_));
         let c = Connection::open(&loc).unwrap();
         c.execute_batch("CREATE TABLE t (k TEXT PRIMARY KEY, v BIGINT NOT NULL)")
             .unwrap();
         let insert = "INSERT INTO t(k, v) VALUES(?1, ?2)";
+        // The job's own result, or the failure found after it returned.
+        let fate = |c: &Connection, (id, r): (JobId, Result<(), Error>)| match r {
+            Ok(()) => c.job_failure(id).map_or(Ok(()), Err),
+            Err(e) => Err(e),
+        };
         c.begin_write().unwrap();
-        // Reads, then deferred writes: kept.
-        let r: Result<usize, Error> = c.job(|c| {
+        // Reads, then queued writes: kept.
+        let (_, r) = c.job(|c| -> Result<usize, Error> {
             let n = c.query("SELECT k FROM t", params![])?.len();
             c.defer(insert, params!["a", 1])?;
             c.defer(insert, params!["b", 2])?;
             Ok(n)
         });
         assert_eq!(r.unwrap(), 0, "{loc:?}");
-        // An immediate write, then a deferred one (the approval queue's pattern): both kept.
-        let r: Result<(), Error> = c.job(|c| {
+        // An immediate write, then a queued one (the approval queue's pattern): both kept.
+        let ok = c.job(|c| {
             assert_eq!(c.execute(insert, params!["c", 3])?, 1);
             c.defer(insert, params!["d", 4])
         });
-        r.unwrap();
-        // A deferred write that breaks the key fails its job and undoes its other write.
-        let r: Result<(), Error> = c.job(|c| {
+        // A queued write that breaks the key fails its job and undoes its other write; on
+        // PostgreSQL that is found with the next job's first statement.
+        let dup = c.job(|c| {
             c.defer(insert, params!["e", 5])?;
             c.defer(insert, params!["a", 6])
         });
-        assert!(r.unwrap_err().is_unique_violation(), "{loc:?}");
-        // A job that gives up after deferring writes: none of them happen.
-        let r: Result<(), Error> = c.job(|c| {
+        let dup_now = dup.1.as_ref().map_err(|e| e.is_unique_violation()).err();
+        // A job that gives up after queuing writes: none of them happen.
+        let (_, r) = c.job(|c| -> Result<(), Error> {
             c.defer(insert, params!["f", 7])?;
             Err(Error::Other("refused".into()))
         });
         assert!(r.is_err());
-        // A read-only job, and one that writes after reading what this batch wrote.
-        let r: Result<i64, Error> =
-            c.job(|c| c.query_row("SELECT v FROM t WHERE k='d'", params![], |r| r.get(0)));
-        assert_eq!(r.unwrap(), 4);
-        let r: Result<(), Error> = c.job(|c| {
-            let v: i64 = c.query_row("SELECT CAST(SUM(v) AS BIGINT) FROM t", params![], |r| {
-                r.get(0)
-            })?;
-            c.defer(insert, params!["sum", v])
+        // A read-only job sees what the batch's jobs before it wrote, and nothing of the
+        // failed one.
+        let (_, r) = c.job(|c| -> Result<(String, i64), Error> {
+            c.query_row(
+                "SELECT STRING_AGG(k, ',' ORDER BY k), CAST(SUM(v) AS BIGINT) FROM t",
+                params![],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
         });
-        r.unwrap();
+        if pg {
+            assert_eq!(r.unwrap(), ("a,b,c,d".to_string(), 10));
+        }
+        // Two jobs whose writes are both still queued at the commit; the second fails.
+        let last_ok = c.job(|c| c.defer(insert, params!["g", 8]));
+        let last_dup = c.job(|c| {
+            c.defer(insert, params!["h", 9])?;
+            c.defer(insert, params!["b", 10])
+        });
         c.commit().unwrap();
+        fate(&c, ok).unwrap();
+        fate(&c, last_ok).unwrap();
+        match dup_now {
+            Some(unique) => assert!(unique, "{loc:?}"),
+            None => assert!(fate(&c, dup).unwrap_err().is_unique_violation(), "{loc:?}"),
+        }
+        assert!(fate(&c, last_dup).unwrap_err().is_unique_violation());
         let rows: Vec<(String, i64)> = c
             .query("SELECT k, v FROM t ORDER BY k", params![])
             .unwrap()
             .iter()
             .map(|r| (r.get(0).unwrap(), r.get(1).unwrap()))
             .collect();
-        let want: Vec<(String, i64)> = [("a", 1), ("b", 2), ("c", 3), ("d", 4), ("sum", 10)]
+        let want: Vec<(String, i64)> = [("a", 1), ("b", 2), ("c", 3), ("d", 4), ("g", 8)]
             .iter()
             .map(|(k, v)| (k.to_string(), *v))
             .collect();
@@ -216,12 +237,12 @@ fn writer_jobs_keep_exactly_their_own_writes() {
         // its commit must fail rather than report a rollback as success.
         c.begin_write().unwrap();
         assert!(c.execute(insert, params!["a", 9]).is_err());
-        if matches!(loc, Location::Postgres(_)) {
+        if pg {
             assert!(
                 c.commit().is_err(),
                 "an aborted transaction was reported committed"
             );
-            c.execute_batch("ROLLBACK").unwrap();
+            c.rollback().unwrap();
         } else {
             c.commit().unwrap();
         }

@@ -4,9 +4,11 @@
 //! and the `user` column is quoted (a reserved word there). Values travel as [`Value`], so
 //! integers, text and bytes convert to whatever column type the server expects.
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
+
+pub use super::pg_session::JobId;
+use super::pg_session::Pg;
 
 /// Where the site's state lives.
 #[derive(Clone)]
@@ -310,6 +312,10 @@ pub struct Row {
 }
 
 impl Row {
+    pub(super) fn new(values: Vec<Value>) -> Row {
+        Row { values }
+    }
+
     pub fn get<I: RowIndex, T: FromSql>(&self, idx: I) -> Result<T> {
         let i = idx.index();
         let v = self
@@ -341,166 +347,6 @@ enum Inner {
     Sqlite(rusqlite::Connection),
     // Always Some until dropped (see Drop).
     Postgres(RefCell<Option<Box<Pg>>>),
-}
-
-/// A PostgreSQL session: the asynchronous client driven by a runtime of its own, so that
-/// several statements can be sent before the first answer arrives (pipelining: a writer
-/// job's savepoint, its writes and its release cost one round trip, not one each).
-struct Pg {
-    rt: tokio::runtime::Runtime,
-    client: tokio_postgres::Client,
-    cache: HashMap<String, tokio_postgres::Statement>,
-    /// Statements not sent yet: they go out in front of the next statement that needs an
-    /// answer (see [`Connection::defer`]).
-    queued: Vec<Op>,
-    /// Inside [`Connection::job`]: only then are writes deferred.
-    in_job: bool,
-    /// Pipelines sent so far (tells whether a job reached the server).
-    sent: u64,
-}
-
-/// One statement of a pipeline.
-enum Op {
-    Simple(String),
-    Execute(tokio_postgres::Statement, Vec<Value>),
-    Query(tokio_postgres::Statement, Vec<Value>),
-}
-
-enum Outcome {
-    Done,
-    Count(u64),
-    Rows(Vec<tokio_postgres::Row>),
-}
-
-/// All writers of a PostgreSQL site take this transaction-scoped advisory lock first: the
-/// same single-writer order SQLite's `BEGIN IMMEDIATE` gives, across every receiver process,
-/// so token use counts, the pending queue and the audit log stay exact.
-const PG_WRITE_LOCK: i64 = 0x7465_7468_6572; // "tether"
-
-impl Pg {
-    fn connect(t: &PgTarget) -> Result<Pg> {
-        let mut cfg: tokio_postgres::Config = t
-            .url
-            .parse()
-            .map_err(|e| Error::Other(format!("invalid database URL: {e}")))?;
-        if let Some(pw) = &t.password {
-            cfg.password(pw);
-        }
-        if cfg.get_application_name().is_none() {
-            cfg.application_name("tether-receiver");
-        }
-        cfg.connect_timeout(Duration::from_secs(15));
-        // Schema upgrades are idempotent: their "already exists" notices are noise.
-        cfg.options("-c client_min_messages=warning");
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| Error::Other(format!("PostgreSQL client runtime: {e}")))?;
-        let (client, conn) = rt.block_on(cfg.connect(tokio_postgres::NoTls))?;
-        // The connection task runs whenever this runtime waits for an answer.
-        rt.spawn(async move {
-            let _ = conn.await;
-        });
-        Ok(Pg {
-            rt,
-            client,
-            cache: HashMap::new(),
-            queued: Vec::new(),
-            in_job: false,
-            sent: 0,
-        })
-    }
-
-    fn prepare(&mut self, sql: &str) -> Result<tokio_postgres::Statement> {
-        if let Some(st) = self.cache.get(sql) {
-            return Ok(st.clone());
-        }
-        let st = self.rt.block_on(self.client.prepare(&pg_sql(sql)))?;
-        if self.cache.len() > 256 {
-            self.cache.clear();
-        }
-        self.cache.insert(sql.to_string(), st.clone());
-        Ok(st)
-    }
-
-    /// Sends every queued statement and then `last` in one pipeline, waits for all answers,
-    /// and returns `last`'s (or the first error: statements after a failed one fail too, as
-    /// the transaction is then aborted).
-    fn round_trip(&mut self, last: Op) -> Result<Outcome> {
-        let mut outs = self.pipeline(vec![last])?;
-        outs.pop()
-            .ok_or_else(|| Error::Other("no answer from PostgreSQL".into()))
-    }
-
-    /// Sends every queued statement and then `ops` in one pipeline; returns the answers to
-    /// `ops`, or the first error of any statement sent.
-    fn pipeline(&mut self, ops: Vec<Op>) -> Result<Vec<Outcome>> {
-        let n = ops.len();
-        self.sent += 1;
-        let mut all = std::mem::take(&mut self.queued);
-        all.extend(ops);
-        let args: Vec<Vec<PgArg>> = all
-            .iter()
-            .map(|op| match op {
-                Op::Simple(_) => Vec::new(),
-                Op::Execute(_, v) | Op::Query(_, v) => pg_args(v),
-            })
-            .collect();
-        let client = &self.client;
-        type Fut<'a> = std::pin::Pin<
-            Box<dyn std::future::Future<Output = Result<Outcome, tokio_postgres::Error>> + 'a>,
-        >;
-        let mut futs: Vec<Fut<'_>> = all
-            .iter()
-            .zip(&args)
-            .map(|(op, a)| -> Fut<'_> {
-                let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-                    a.iter().map(|x| x as _).collect();
-                match op {
-                    Op::Simple(sql) => {
-                        Box::pin(
-                            async move { client.batch_execute(sql).await.map(|_| Outcome::Done) },
-                        )
-                    }
-                    Op::Execute(st, _) => {
-                        Box::pin(async move { client.execute(st, &refs).await.map(Outcome::Count) })
-                    }
-                    Op::Query(st, _) => {
-                        Box::pin(async move { client.query(st, &refs).await.map(Outcome::Rows) })
-                    }
-                }
-            })
-            .collect();
-        let mut outs: Vec<Option<Result<Outcome, tokio_postgres::Error>>> =
-            futs.iter().map(|_| None).collect();
-        // Polled in order, so the requests leave in order (each is sent on its first poll).
-        self.rt.block_on(std::future::poll_fn(|cx| {
-            let mut pending = false;
-            for (f, o) in futs.iter_mut().zip(outs.iter_mut()) {
-                if o.is_none() {
-                    match f.as_mut().poll(cx) {
-                        std::task::Poll::Ready(r) => *o = Some(r),
-                        std::task::Poll::Pending => pending = true,
-                    }
-                }
-            }
-            if pending {
-                std::task::Poll::Pending
-            } else {
-                std::task::Poll::Ready(())
-            }
-        }));
-        drop(futs);
-        let mut answers = Vec::with_capacity(n);
-        let skip = outs.len() - n;
-        for (i, o) in outs.into_iter().enumerate() {
-            let o = o.ok_or_else(|| Error::Other("no answer from PostgreSQL".into()))??;
-            if i >= skip {
-                answers.push(o);
-            }
-        }
-        Ok(answers)
-    }
 }
 
 impl Connection {
@@ -550,10 +396,7 @@ impl Connection {
     pub fn execute_batch(&self, sql: &str) -> Result<()> {
         match &self.inner {
             Inner::Sqlite(c) => Ok(c.execute_batch(sql)?),
-            Inner::Postgres(_) => {
-                self.pg().round_trip(Op::Simple(pg_sql(sql)))?;
-                Ok(())
-            }
+            Inner::Postgres(_) => self.pg().simple(sql),
         }
     }
 
@@ -561,91 +404,63 @@ impl Connection {
     pub fn begin_write(&self) -> Result<()> {
         match &self.inner {
             Inner::Sqlite(c) => Ok(c.execute_batch("BEGIN IMMEDIATE")?),
-            Inner::Postgres(_) => {
-                let mut pg = self.pg();
-                let begin = format!("BEGIN; SELECT pg_advisory_xact_lock({PG_WRITE_LOCK})");
-                if let Err(e) = pg.round_trip(Op::Simple(begin)) {
-                    let _ = pg.round_trip(Op::Simple("ROLLBACK".into()));
-                    return Err(e);
-                }
-                Ok(())
-            }
+            Inner::Postgres(_) => self.pg().begin_write(),
+        }
+    }
+
+    /// Commits the write transaction; it fails rather than report a transaction that an
+    /// error aborted (and PostgreSQL therefore rolls back) as committed.
+    pub fn commit(&self) -> Result<()> {
+        match &self.inner {
+            Inner::Sqlite(c) => Ok(c.execute_batch("COMMIT")?),
+            Inner::Postgres(_) => self.pg().commit(),
+        }
+    }
+
+    /// Rolls back the write transaction (writes still queued are dropped).
+    pub fn rollback(&self) -> Result<()> {
+        match &self.inner {
+            Inner::Sqlite(c) => Ok(c.execute_batch("ROLLBACK")?),
+            Inner::Postgres(_) => self.pg().rollback(),
         }
     }
 
     /// Runs `f` as one job of a write transaction: a savepoint around it, so an `Err` undoes
-    /// only this job's changes. On PostgreSQL the savepoint travels with the job's first
-    /// statement and its release with the job's deferred writes, so a job that reads twice
-    /// and then writes costs three round trips whatever the number of its writes.
+    /// only this job's changes. On PostgreSQL the job's writes may still be unsent when it
+    /// returns (see [`Connection::defer`]): if one of them fails later, the job is undone
+    /// alone and [`Connection::job_failure`] tells, at the latest after the commit.
     pub fn job<R, E: From<Error>>(
         &self,
         f: impl FnOnce(&Connection) -> Result<R, E>,
-    ) -> Result<R, E> {
+    ) -> (JobId, Result<R, E>) {
         if let Inner::Sqlite(c) = &self.inner {
-            c.execute_batch("SAVEPOINT job").map_err(Error::from)?;
-            return match f(self) {
-                Ok(r) => {
-                    c.execute_batch("RELEASE job").map_err(Error::from)?;
-                    Ok(r)
-                }
+            if let Err(e) = c.execute_batch("SAVEPOINT job") {
+                return (JobId(0), Err(Error::from(e).into()));
+            }
+            let r = match f(self) {
+                Ok(r) => c
+                    .execute_batch("RELEASE job")
+                    .map(|_| r)
+                    .map_err(|e| Error::from(e).into()),
                 Err(e) => {
                     let _ = c.execute_batch("ROLLBACK TO job; RELEASE job");
                     Err(e)
                 }
             };
+            return (JobId(0), r);
         }
-        let (sp, sent) = {
-            let mut pg = self.pg();
-            pg.in_job = true;
-            pg.queued.push(Op::Simple("SAVEPOINT job".into()));
-            (pg.queued.len() - 1, pg.sent)
-        };
+        let mark = self.pg().start_job();
         let r = f(self);
         let mut pg = self.pg();
-        pg.in_job = false;
-        // Nothing sent since the savepoint was queued: nothing of this job reached the
-        // server, and what precedes the savepoint in the queue (the last job's release) stays.
-        let untouched = pg.sent == sent;
-        match r {
-            Ok(v) if untouched && pg.queued.len() == sp + 1 => {
-                pg.queued.truncate(sp);
-                Ok(v)
-            }
-            Ok(v) if pg.queued.is_empty() => {
-                // Nothing left to learn the fate of: the release rides with the next statement.
-                pg.queued.push(Op::Simple("RELEASE job".into()));
-                Ok(v)
-            }
-            Ok(v) => match pg.round_trip(Op::Simple("RELEASE job".into())) {
-                Ok(_) => Ok(v),
-                Err(e) => {
-                    let _ = pg.round_trip(Op::Simple("ROLLBACK TO job; RELEASE job".into()));
-                    Err(E::from(e))
-                }
-            },
-            Err(e) if untouched => {
-                pg.queued.truncate(sp);
-                Err(e)
-            }
-            Err(e) => {
-                pg.queued.clear();
-                let _ = pg.round_trip(Op::Simple("ROLLBACK TO job; RELEASE job".into()));
-                Err(e)
-            }
-        }
+        let id = mark.id();
+        (id, pg.end_job(mark, r))
     }
 
-    /// Commits the write transaction. On PostgreSQL, COMMIT of a transaction that an error
-    /// aborted rolls back without an error of its own: the `SELECT 1` in front of it fails
-    /// then, so a lost batch is never reported as committed.
-    pub fn commit(&self) -> Result<()> {
+    /// The error that undid job `id` after it had returned (PostgreSQL only).
+    pub fn job_failure(&self, id: JobId) -> Option<Error> {
         match &self.inner {
-            Inner::Sqlite(c) => Ok(c.execute_batch("COMMIT")?),
-            Inner::Postgres(_) => {
-                self.pg()
-                    .round_trip(Op::Simple("SELECT 1; COMMIT".into()))?;
-                Ok(())
-            }
+            Inner::Sqlite(_) => None,
+            Inner::Postgres(_) => self.pg().job_failure(id),
         }
     }
 
@@ -657,30 +472,21 @@ impl Connection {
                 let n = st.execute(rusqlite::params_from_iter(vals.iter().map(lite_value)))?;
                 Ok(n)
             }
-            Inner::Postgres(_) => {
-                let mut pg = self.pg();
-                let st = pg.prepare(sql)?;
-                match pg.round_trip(Op::Execute(st, vals))? {
-                    Outcome::Count(n) => Ok(n as usize),
-                    _ => Ok(0),
-                }
-            }
+            Inner::Postgres(_) => Ok(self.pg().execute(sql, vals)? as usize),
         }
     }
 
     /// A write whose row count nobody needs. Inside a [`Connection::job`] on PostgreSQL it
-    /// is sent with the job's next statement or at its end (its error then fails the job);
-    /// everywhere else it runs at once.
+    /// is queued and sent with the next statement that needs an answer (its failure then
+    /// fails its job); everywhere else it runs at once.
     pub fn defer<P: Params>(&self, sql: &str, params: P) -> Result<()> {
+        let vals = params.values();
         if let Inner::Postgres(_) = &self.inner {
-            let mut pg = self.pg();
-            if pg.in_job {
-                let st = pg.prepare(sql)?;
-                pg.queued.push(Op::Execute(st, params.values()));
+            if self.pg().defer(sql, vals.clone())? {
                 return Ok(());
             }
         }
-        self.execute(sql, params).map(|_| ())
+        self.execute(sql, vals).map(|_| ())
     }
 
     /// Every row of a query.
@@ -701,14 +507,7 @@ impl Connection {
                 }
                 Ok(out)
             }
-            Inner::Postgres(_) => {
-                let mut pg = self.pg();
-                let st = pg.prepare(sql)?;
-                match pg.round_trip(Op::Query(st, vals))? {
-                    Outcome::Rows(rows) => rows.iter().map(from_pg_row).collect(),
-                    _ => Ok(Vec::new()),
-                }
-            }
+            Inner::Postgres(_) => self.pg().query(sql, vals),
         }
     }
 
@@ -733,20 +532,7 @@ impl Connection {
                 .into_iter()
                 .map(|(sql, vals)| self.query(sql, vals))
                 .collect(),
-            Inner::Postgres(_) => {
-                let mut pg = self.pg();
-                let mut ops = Vec::with_capacity(queries.len());
-                for (sql, vals) in queries {
-                    ops.push(Op::Query(pg.prepare(sql)?, vals));
-                }
-                pg.pipeline(ops)?
-                    .into_iter()
-                    .map(|o| match o {
-                        Outcome::Rows(rows) => rows.iter().map(from_pg_row).collect(),
-                        _ => Ok(Vec::new()),
-                    })
-                    .collect()
-            }
+            Inner::Postgres(_) => self.pg().query_all(queries),
         }
     }
 
@@ -870,97 +656,6 @@ pub fn pg_sql(sql: &str) -> String {
         }
     }
     out
-}
-
-/// A value bound to whatever type the server inferred for its parameter.
-#[derive(Debug)]
-struct PgArg(Value);
-
-fn pg_args(vals: &[Value]) -> Vec<PgArg> {
-    vals.iter().cloned().map(PgArg).collect()
-}
-
-impl tokio_postgres::types::ToSql for PgArg {
-    fn to_sql(
-        &self,
-        ty: &tokio_postgres::types::Type,
-        out: &mut tokio_postgres::types::private::BytesMut,
-    ) -> std::result::Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>>
-    {
-        use tokio_postgres::types::{IsNull, Type};
-        let bad = || -> Box<dyn std::error::Error + Sync + Send> {
-            format!("cannot bind {:?} as {ty}", self.0).into()
-        };
-        match &self.0 {
-            Value::Null => Ok(IsNull::Yes),
-            Value::Int(i) => match *ty {
-                Type::INT8 => i.to_sql(ty, out),
-                Type::INT4 => i32::try_from(*i).map_err(|_| bad())?.to_sql(ty, out),
-                Type::INT2 => i16::try_from(*i).map_err(|_| bad())?.to_sql(ty, out),
-                Type::BOOL => (*i != 0).to_sql(ty, out),
-                Type::FLOAT8 => (*i as f64).to_sql(ty, out),
-                Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN => {
-                    i.to_string().as_str().to_sql(ty, out)
-                }
-                _ => Err(bad()),
-            },
-            Value::Real(f) => match *ty {
-                Type::FLOAT8 => f.to_sql(ty, out),
-                Type::FLOAT4 => (*f as f32).to_sql(ty, out),
-                _ => Err(bad()),
-            },
-            Value::Text(s) => match *ty {
-                Type::BYTEA => s.as_bytes().to_sql(ty, out),
-                Type::INT8 => s.parse::<i64>().map_err(|_| bad())?.to_sql(ty, out),
-                _ => s.as_str().to_sql(ty, out),
-            },
-            Value::Blob(b) => match *ty {
-                Type::BYTEA => b.as_slice().to_sql(ty, out),
-                _ => Err(bad()),
-            },
-        }
-    }
-
-    fn accepts(_: &tokio_postgres::types::Type) -> bool {
-        true
-    }
-
-    tokio_postgres::types::to_sql_checked!();
-}
-
-fn from_pg_row(r: &tokio_postgres::Row) -> Result<Row> {
-    use tokio_postgres::types::Type;
-    let mut values = Vec::with_capacity(r.len());
-    for (i, col) in r.columns().iter().enumerate() {
-        let v = match *col.type_() {
-            Type::INT8 => r.try_get::<_, Option<i64>>(i)?.map(Value::Int),
-            Type::INT4 => r
-                .try_get::<_, Option<i32>>(i)?
-                .map(|x| Value::Int(x as i64)),
-            Type::INT2 => r
-                .try_get::<_, Option<i16>>(i)?
-                .map(|x| Value::Int(x as i64)),
-            Type::BOOL => r
-                .try_get::<_, Option<bool>>(i)?
-                .map(|x| Value::Int(x as i64)),
-            Type::FLOAT8 => r.try_get::<_, Option<f64>>(i)?.map(Value::Real),
-            Type::FLOAT4 => r
-                .try_get::<_, Option<f32>>(i)?
-                .map(|x| Value::Real(x as f64)),
-            Type::BYTEA => r.try_get::<_, Option<Vec<u8>>>(i)?.map(Value::Blob),
-            Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => {
-                r.try_get::<_, Option<String>>(i)?.map(Value::Text)
-            }
-            ref t => {
-                return Err(Error::Other(format!(
-                    "column {} has unsupported type {t}",
-                    col.name()
-                )))
-            }
-        };
-        values.push(v.unwrap_or(Value::Null));
-    }
-    Ok(Row { values })
 }
 
 #[cfg(test)]

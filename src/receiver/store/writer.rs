@@ -6,7 +6,10 @@ use std::sync::{Arc, Mutex};
 use super::*;
 
 type Finisher = Box<dyn FnOnce(Result<(), String>) + Send>;
-type Job = Box<dyn FnOnce(&Connection) -> Finisher + Send>;
+/// Turns a job's result into its finisher once the job's fate is known: on PostgreSQL a
+/// write it queued may still fail it after it returned (see `Connection::job`).
+type Settle = Box<dyn FnOnce(Option<sql::Error>) -> Finisher + Send>;
+type Job = Box<dyn FnOnce(&Connection) -> (sql::JobId, Settle) + Send>;
 
 /// Read connections for the server (WAL readers never block the writer) and one writer
 /// thread that commits batches of jobs in a single transaction: each fsync then covers many
@@ -132,10 +135,17 @@ impl Db {
     {
         let (otx, orx) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move |c: &Connection| {
-            let result = c.job(f);
-            Box::new(move |commit: Result<(), String>| {
-                let _ = otx.send(commit.map(|_| result));
-            }) as Finisher
+            let (id, result) = c.job(f);
+            let settle: Settle = Box::new(move |failed: Option<sql::Error>| {
+                let result = match failed {
+                    Some(e) => Err(E::from(e)),
+                    None => result,
+                };
+                Box::new(move |commit: Result<(), String>| {
+                    let _ = otx.send(commit.map(|_| result));
+                }) as Finisher
+            });
+            (id, settle)
         });
         // Never block the async worker: a full queue means overload, reported as such.
         self.tx.try_send(job).map_err(|e| match e {
@@ -220,12 +230,13 @@ fn writer_loop(
             continue;
         }
         let mut panicked = false;
+        let mut settles = Vec::with_capacity(jobs.len());
         for j in jobs {
             // A panicking job (a bug) must not take the writer thread down with it: its
             // caller sees the database as unavailable, and the batch is rolled back so no
             // half-done job is committed.
             match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| j(c))) {
-                Ok(f) => finishers.push(f),
+                Ok(s) => settles.push(s),
                 Err(_) => panicked = true,
             }
         }
@@ -234,8 +245,11 @@ fn writer_loop(
         } else {
             c.commit().map_err(|e| e.to_string())
         };
+        for (id, settle) in settles {
+            finishers.push(settle(c.job_failure(id)));
+        }
         if commit.is_err() {
-            let _ = c.execute_batch("ROLLBACK");
+            let _ = c.rollback();
         }
         crate::receiver::metrics::db_op(started.elapsed().as_secs_f64());
         match (&flusher, &commit) {
