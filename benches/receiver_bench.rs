@@ -3,16 +3,15 @@
 //! defaults), 16 concurrent HTTPS clients with keep-alive.
 //! Run: `cargo bench --bench receiver_bench` (env BENCH_CLIENTS, BENCH_PER_CLIENT;
 //! BENCH_POSTGRES=1 also runs on a throwaway PostgreSQL cluster with one and with two
-//! `serve` processes on the same database, the clients split across them).
+//! `serve` processes on the same database, the clients split across them;
+//! BENCH_PG_RTT_US=500 reaches PostgreSQL over TCP through a relay that adds that much
+//! round-trip time, as a database on another host would;
+//! BENCH_RECEIVER_BIN=PATH runs another build of tether-receiver instead of this one).
 mod support;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{admin, env_usize};
-
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_tether-receiver")
-}
+use support::{admin, env_usize, receiver_bin};
 
 #[path = "../tests/support/postgres.rs"]
 mod pg;
@@ -39,20 +38,20 @@ fn main() {
         }
         _ => pg::PgCluster::start_durable(),
     };
-    let pg1 = run_case(
-        "PostgreSQL, 1 receiver",
-        Some(cluster.create_db()),
-        1,
-        clients,
-        per,
-    );
-    let pg2 = run_case(
-        "PostgreSQL, 2 receivers",
-        Some(cluster.create_db()),
-        2,
-        clients,
-        per,
-    );
+    let rtt_us = env_usize("BENCH_PG_RTT_US", 0);
+    let proxy = (rtt_us > 0).then(|| {
+        println!("PostgreSQL over TCP through a relay adding {rtt_us} µs round-trip time");
+        delay_proxy(cluster.port, Duration::from_micros(rtt_us as u64 / 2))
+    });
+    let create = || {
+        let db = cluster.create_db();
+        match proxy {
+            Some(port) => via_port(&db, port),
+            None => db,
+        }
+    };
+    let pg1 = run_case("PostgreSQL, 1 receiver", Some(create()), 1, clients, per);
+    let pg2 = run_case("PostgreSQL, 2 receivers", Some(create()), 2, clients, per);
     for (name, r) in [("1 receiver", pg1), ("2 receivers", pg2)] {
         println!(
             "PostgreSQL ({name}) vs SQLite: {:+.1} % ({r:.0} vs {sqlite:.0} registrations/s)",
@@ -65,7 +64,7 @@ fn main() {
 #[allow(clippy::zombie_processes)]
 fn spawn_serve(d: &std::path::Path, ready: &std::path::Path) -> (std::process::Child, String) {
     let _ = std::fs::remove_file(ready);
-    let mut server = Command::new(bin())
+    let mut server = Command::new(receiver_bin())
         .args(["serve", "--listen", "127.0.0.1:0", "--ready-file"])
         .arg(ready)
         .arg("--dir")
@@ -226,4 +225,65 @@ fn run_case(label: &str, db: Option<String>, receivers: usize, clients: usize, p
         pct(0.99).as_secs_f64() * 1e3,
     );
     rate
+}
+
+/// The connection string pointing at `127.0.0.1:port` instead of the cluster's socket.
+fn via_port(conninfo: &str, port: u16) -> String {
+    conninfo
+        .split(' ')
+        .map(|kv| {
+            if kv.starts_with("host=") {
+                "host=127.0.0.1".to_string()
+            } else if kv.starts_with("port=") {
+                format!("port={port}")
+            } else {
+                kv.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A TCP relay in front of PostgreSQL that holds every chunk for `one_way` in each
+/// direction (a delay line: chunks keep their order and spacing), as a network to a database
+/// host would. Returns the port it listens on; it runs until the bench exits.
+fn delay_proxy(target: u16, one_way: Duration) -> u16 {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    let relay = move |mut from: TcpStream, mut to: TcpStream| {
+        let (tx, rx) = std::sync::mpsc::channel::<(Instant, Vec<u8>)>();
+        std::thread::spawn(move || {
+            for (at, chunk) in rx {
+                let due = at + one_way;
+                let now = Instant::now();
+                if due > now {
+                    std::thread::sleep(due - now);
+                }
+                if to.write_all(&chunk).is_err() {
+                    break;
+                }
+            }
+            let _ = to.shutdown(std::net::Shutdown::Write);
+        });
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Ok(n) = from.read(&mut buf) {
+            if n == 0 || tx.send((Instant::now(), buf[..n].to_vec())).is_err() {
+                break;
+            }
+        }
+    };
+    std::thread::spawn(move || {
+        for c in l.incoming().flatten() {
+            let Ok(s) = TcpStream::connect(("127.0.0.1", target)) else {
+                continue;
+            };
+            let _ = (c.set_nodelay(true), s.set_nodelay(true));
+            let (c2, s2) = (c.try_clone().expect("clone"), s.try_clone().expect("clone"));
+            std::thread::spawn(move || relay(c, s));
+            std::thread::spawn(move || relay(s2, c2));
+        }
+    });
+    port
 }

@@ -8,6 +8,12 @@ use std::process::{Child, Command, Stdio};
 
 pub const RECEIVER: &str = env!("CARGO_BIN_EXE_tether-receiver");
 
+/// The receiver under test: this build, or `BENCH_RECEIVER_BIN` (another build, e.g. the
+/// previous version, to compare in the same window).
+pub fn receiver_bin() -> String {
+    std::env::var("BENCH_RECEIVER_BIN").unwrap_or_else(|_| RECEIVER.to_string())
+}
+
 /// A numeric knob from the environment (`BENCH_…`), else its default.
 pub fn env_usize(k: &str, d: usize) -> usize {
     std::env::var(k)
@@ -18,7 +24,7 @@ pub fn env_usize(k: &str, d: usize) -> usize {
 
 /// Runs `tether-receiver ARGS --dir DIR` with `stdin` fed in, and insists on success.
 pub fn admin(dir: &Path, args: &[&str], stdin: Option<&str>) {
-    let mut c = Command::new(RECEIVER)
+    let mut c = Command::new(receiver_bin())
         .args(args)
         .arg("--dir")
         .arg(dir)

@@ -29,7 +29,7 @@ pub fn fresh_output(c: &Connection, host: &str, now: i64) -> Result<Vec<u8>> {
                 "agent output of host {host} is stale: last {via} {} s ago, interval {interval} s \
                  (stale after {} s)",
                 now - at,
-                interval * 3 / 2
+                store::stale_after(interval)
             ),
         ));
     }

@@ -77,6 +77,11 @@ pub fn is_stale(received_at: i64, interval: i64, now: i64) -> bool {
     (now - received_at) * 2 > interval * 3
 }
 
+/// The age (seconds) beyond which output is stale, for messages; [`is_stale`] decides.
+pub fn stale_after(interval: i64) -> i64 {
+    interval * 3 / 2
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
