@@ -2,12 +2,17 @@
 //! address and agent port, expect the `16` marker, then TLS as the client with the site
 //! certificate, SNI = connection UUID, the agent's certificate verified against the
 //! agent-signing CA with name = UUID; read to EOF, decode the frame with a size limit.
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use rustls::client::{
+    ClientSessionStore, Resumption, Tls12ClientSessionValue, Tls12Resumption,
+    Tls13ClientSessionValue,
+};
 use rustls::pki_types::ServerName;
-use rustls::{ClientConfig, RootCertStore};
+use rustls::{ClientConfig, NamedGroup, RootCertStore};
 use schemars::JsonSchema;
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -63,9 +68,110 @@ pub struct Target {
     pub port: u16,
 }
 
+/// TLS 1.3 tickets for resuming pulls: at most one per connection UUID (the server name),
+/// only for the hosts the scheduler pulls. A resumed pull skips both certificate
+/// verifications and both signatures, most of a pull's handshake CPU on either side; the
+/// agent's identity rests on the full handshake that issued the first ticket (each
+/// resumption brings the next one), and the daemon drops its tickets whenever its
+/// connections change or it restarts. TLS 1.2 sessions are not kept.
+#[derive(Debug)]
+pub struct PullSessions {
+    inner: Mutex<SessionMap>,
+}
+
+#[derive(Debug)]
+struct SessionMap {
+    slots: HashMap<ServerName<'static>, SessionSlot>,
+    /// Names kept at most: the scheduler's hosts plus room for hosts added between syncs.
+    cap: usize,
+}
+
+#[derive(Debug, Default)]
+struct SessionSlot {
+    kx_hint: Option<NamedGroup>,
+    ticket: Option<Tls13ClientSessionValue>,
+}
+
+/// Names a session store keeps before the scheduler has said which hosts it pulls, and
+/// beyond their number afterwards.
+const SESSION_SLACK: usize = 1024;
+
+impl Default for PullSessions {
+    fn default() -> Self {
+        PullSessions {
+            inner: Mutex::new(SessionMap {
+                slots: HashMap::new(),
+                cap: SESSION_SLACK,
+            }),
+        }
+    }
+}
+
+impl PullSessions {
+    fn map(&self) -> std::sync::MutexGuard<'_, SessionMap> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keeps only the tickets of `uuids` (the connections pulled now): a host whose
+    /// registration ended or changed loses its ticket, and memory follows the fleet.
+    pub fn keep_only<'a>(&self, uuids: impl IntoIterator<Item = &'a str>) {
+        let keep: HashSet<&str> = uuids.into_iter().collect();
+        let mut m = self.map();
+        m.slots
+            .retain(|name, _| keep.contains(name.to_str().as_ref()));
+        m.cap = keep.len() + SESSION_SLACK;
+    }
+
+    /// Names holding a ticket now.
+    pub fn tickets(&self) -> usize {
+        self.map()
+            .slots
+            .values()
+            .filter(|s| s.ticket.is_some())
+            .count()
+    }
+
+    fn edit(&self, name: ServerName<'static>, f: impl FnOnce(&mut SessionSlot)) {
+        let mut m = self.map();
+        if let Some(slot) = m.slots.get_mut(&name) {
+            f(slot);
+        } else if m.slots.len() < m.cap {
+            f(m.slots.entry(name).or_default());
+        }
+    }
+}
+
+impl ClientSessionStore for PullSessions {
+    fn set_kx_hint(&self, name: ServerName<'static>, group: NamedGroup) {
+        self.edit(name, |s| s.kx_hint = Some(group));
+    }
+
+    fn kx_hint(&self, name: &ServerName<'_>) -> Option<NamedGroup> {
+        self.map().slots.get(name).and_then(|s| s.kx_hint)
+    }
+
+    fn set_tls12_session(&self, _: ServerName<'static>, _: Tls12ClientSessionValue) {}
+
+    fn tls12_session(&self, _: &ServerName<'_>) -> Option<Tls12ClientSessionValue> {
+        None
+    }
+
+    fn remove_tls12_session(&self, _: &ServerName<'static>) {}
+
+    fn insert_tls13_ticket(&self, name: ServerName<'static>, value: Tls13ClientSessionValue) {
+        // The newest ticket only: a pull resumes once per interval.
+        self.edit(name, |s| s.ticket = Some(value));
+    }
+
+    fn take_tls13_ticket(&self, name: &ServerName<'static>) -> Option<Tls13ClientSessionValue> {
+        self.map().slots.get_mut(name).and_then(|s| s.ticket.take())
+    }
+}
+
 /// The site's TLS client for pulls: its server certificate as client certificate, agents
-/// verified against the agent-signing CA.
-pub fn client_config(keys: &SiteKeys) -> Result<ClientConfig> {
+/// verified against the agent-signing CA. With `sessions`, pulls resume TLS 1.3 sessions
+/// kept there; without, rustls' small default cache (a one-off `fetch` pulls each host once).
+pub fn client_config(keys: &SiteKeys, sessions: Option<Arc<PullSessions>>) -> Result<ClientConfig> {
     let mut roots = RootCertStore::empty();
     roots
         .add(keys.agent_ca_der.clone())
@@ -73,12 +179,16 @@ pub fn client_config(keys: &SiteKeys) -> Result<ClientConfig> {
     let key = keys
         .server_key()
         .map_err(|e| Error::local_state(e.to_string()))?;
-    ClientConfig::builder_with_provider(crate::wire::tls::provider())
+    let mut cfg = ClientConfig::builder_with_provider(crate::wire::tls::provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::internal(e.to_string()))?
         .with_root_certificates(roots)
         .with_client_auth_cert(keys.server_chain(), key)
-        .map_err(|e| Error::local_state(format!("site certificate: {e}")))
+        .map_err(|e| Error::local_state(format!("site certificate: {e}")))?;
+    if let Some(s) = sessions {
+        cfg.resumption = Resumption::store(s).tls12_resumption(Tls12Resumption::Disabled);
+    }
+    Ok(cfg)
 }
 
 fn targets(c: &crate::receiver::store::Connection, a: &FetchOptions) -> Result<Vec<Target>> {
@@ -136,6 +246,8 @@ pub struct Pulled {
     pub size: usize,
     /// Bytes read inside TLS (the whole frame).
     pub wire_bytes: usize,
+    /// The TLS session was resumed with a ticket from an earlier pull.
+    pub resumed: bool,
 }
 
 /// Why a pull failed: a stable code (health reports, metrics labels) and a text.
@@ -189,6 +301,7 @@ pub async fn pull_one(
             size: data.len(),
             wire_bytes: data.len(),
             payload: data,
+            resumed: false,
         });
     };
     if &marker != pull::TLS_MARKER {
@@ -201,6 +314,8 @@ pub async fn pull_one(
         .await
         .map_err(to("in the TLS handshake"))?
         .map_err(|e| perr("tls_failed", format!("TLS handshake failed: {e}")))?;
+    let resumed = tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+    crate::receiver::metrics::pull_handshake(resumed);
     let mut buf = Vec::new();
     // The compressed stream can never legitimately exceed the output limit by much.
     let cap = limit as u64 + 1024;
@@ -216,7 +331,9 @@ pub async fn pull_one(
         ));
     }
     let _ = tls.shutdown().await;
-    validate_frame(buf, limit).await
+    let mut pulled = validate_frame(buf, limit).await?;
+    pulled.resumed = resumed;
+    Ok(pulled)
 }
 
 /// Checks a pull frame (header, decompression within `limit`, `<<` start) and keeps its
@@ -235,6 +352,7 @@ async fn validate_frame(buf: Vec<u8>, limit: usize) -> Result<Pulled, PullError>
             size: plain.len(),
             payload: payload.to_vec(),
             wire_bytes: buf.len(),
+            resumed: false,
         })
     };
     tokio::task::spawn_blocking(work)
@@ -282,7 +400,7 @@ pub fn run(dir: &Path, a: &FetchOptions) -> Result<FetchOut> {
     let conn = store::open_db(dir)?;
     admin::site(&conn)?;
     let targets = targets(&conn, a)?;
-    let connector = TlsConnector::from(Arc::new(client_config(&keys)?));
+    let connector = TlsConnector::from(Arc::new(client_config(&keys, None)?));
     let conn = Arc::new(Mutex::new(conn));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -360,4 +478,34 @@ pub fn run(dir: &Path, a: &FetchOptions) -> Result<FetchOut> {
         ));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(s: &str) -> ServerName<'static> {
+        ServerName::try_from(s.to_string()).unwrap()
+    }
+
+    #[test]
+    fn sessions_follow_the_pulled_hosts_and_stay_bounded() {
+        let s = PullSessions::default();
+        s.set_kx_hint(name("a"), NamedGroup::X25519);
+        s.set_kx_hint(name("b"), NamedGroup::X25519);
+        s.keep_only(["a"]);
+        assert_eq!(s.kx_hint(&name("a")), Some(NamedGroup::X25519));
+        assert_eq!(
+            s.kx_hint(&name("b")),
+            None,
+            "a host no longer pulled is forgotten"
+        );
+        // Names beyond the pulled hosts plus the slack are not kept.
+        s.keep_only(std::iter::empty());
+        for i in 0..SESSION_SLACK + 10 {
+            s.set_kx_hint(name(&format!("h{i}")), NamedGroup::X25519);
+        }
+        assert_eq!(s.map().slots.len(), SESSION_SLACK);
+        assert_eq!(s.tickets(), 0);
+    }
 }
