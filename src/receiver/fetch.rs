@@ -241,13 +241,22 @@ fn targets(c: &crate::receiver::store::Connection, a: &FetchOptions) -> Result<V
 #[derive(Debug)]
 pub struct Pulled {
     pub compression: Compression,
-    pub payload: Vec<u8>,
+    /// What was read; the payload starts at `start` (after the frame's header).
+    data: Vec<u8>,
+    start: usize,
     /// Length of the decompressed output.
     pub size: usize,
     /// Bytes read inside TLS (the whole frame).
     pub wire_bytes: usize,
     /// The TLS session was resumed with a ticket from an earlier pull.
     pub resumed: bool,
+}
+
+impl Pulled {
+    /// The payload as the agent sent it (compressed with `compression`).
+    pub fn payload(&self) -> &[u8] {
+        &self.data[self.start..]
+    }
 }
 
 /// Why a pull failed: a stable code (health reports, metrics labels) and a text.
@@ -300,7 +309,8 @@ pub async fn pull_one(
             compression: Compression::None,
             size: data.len(),
             wire_bytes: data.len(),
-            payload: data,
+            data,
+            start: 0,
             resumed: false,
         });
     };
@@ -336,28 +346,61 @@ pub async fn pull_one(
     Ok(pulled)
 }
 
+/// Output a frame may declare and still be checked on the async worker: about 100 µs of
+/// decompression, less than handing the check to the blocking pool and back cost a pull.
+const INLINE_OUTPUT: usize = 256 * 1024;
+
 /// Checks a pull frame (header, decompression within `limit`, `<<` start) and keeps its
-/// payload compressed. Decompression is CPU work: it runs off the async workers.
+/// payload compressed, in the buffer it was read into. Decompression is CPU work: a frame
+/// that declares a small output (tether daemons' zstd frames carry their size) is checked
+/// in place, capped at that size; anything else runs on the blocking pool.
 async fn validate_frame(buf: Vec<u8>, limit: usize) -> Result<Pulled, PullError> {
-    let work = move || -> Result<Pulled, PullError> {
-        let plain = pull::decode(&buf, limit).map_err(|e| match e {
-            WireError::TooLarge(_) => perr("too_large", e.to_string()),
-            e => perr("invalid_output", e.to_string()),
-        })?;
-        // decode checked the header already; this only takes the payload as it came.
-        let (compression, payload) =
-            pull::split(&buf).map_err(|e| perr("invalid_output", e.to_string()))?;
-        Ok(Pulled {
-            compression,
-            size: plain.len(),
-            payload: payload.to_vec(),
-            wire_bytes: buf.len(),
-            resumed: false,
-        })
+    let inline = declares_small_output(&buf).then(|| check_frame(&buf, limit.min(INLINE_OUTPUT)));
+    let checked = match inline {
+        // Larger than it declared: checked in full against the real limit below.
+        Some(Err(WireError::TooLarge(_))) if limit > INLINE_OUTPUT => None,
+        other => other,
     };
-    tokio::task::spawn_blocking(work)
+    let (buf, checked) = match checked {
+        Some(r) => (buf, r),
+        None => tokio::task::spawn_blocking(move || {
+            let r = check_frame(&buf, limit);
+            (buf, r)
+        })
         .await
-        .unwrap_or_else(|e| Err(perr("internal", e.to_string())))
+        .map_err(|e| perr("internal", e.to_string()))?,
+    };
+    let (compression, start, size) = checked.map_err(|e| match e {
+        WireError::TooLarge(_) => perr("too_large", e.to_string()),
+        e => perr("invalid_output", e.to_string()),
+    })?;
+    Ok(Pulled {
+        compression,
+        size,
+        wire_bytes: buf.len(),
+        data: buf,
+        start,
+        resumed: false,
+    })
+}
+
+/// (compression, where the payload starts, output length) of a valid frame.
+fn check_frame(buf: &[u8], limit: usize) -> Result<(Compression, usize, usize), WireError> {
+    let (c, payload, size) = pull::check(buf, limit)?;
+    Ok((c, buf.len() - payload.len(), size))
+}
+
+/// A frame whose check is small work: uncompressed, or a zstd frame declaring an output
+/// within [`INLINE_OUTPUT`] (a claim only: the check is capped at it).
+fn declares_small_output(buf: &[u8]) -> bool {
+    match pull::split(buf) {
+        Ok((Compression::None, p)) => p.len() <= INLINE_OUTPUT,
+        Ok((Compression::Zstd, p)) => matches!(
+            zstd::zstd_safe::get_frame_content_size(p),
+            Ok(Some(n)) if n <= INLINE_OUTPUT as u64
+        ),
+        _ => false,
+    }
 }
 
 /// Legacy plaintext (spec §3.4): the raw agent output up to EOF. Only for hosts without a
@@ -434,7 +477,7 @@ pub fn run(dir: &Path, a: &FetchOptions) -> Result<FetchOut> {
                                 &host,
                                 "pull",
                                 p.compression,
-                                &p.payload,
+                                p.payload(),
                                 p.size,
                             )
                             .map(|_| p.size)
@@ -483,9 +526,47 @@ pub fn run(dir: &Path, a: &FetchOptions) -> Result<FetchOut> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::compression;
 
     fn name(s: &str) -> ServerName<'static> {
         ServerName::try_from(s.to_string()).unwrap()
+    }
+
+    fn check(frame: Vec<u8>, limit: usize) -> Result<(usize, usize), &'static str> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(validate_frame(frame, limit))
+            .map(|p| (p.size, p.payload().len()))
+            .map_err(|e| e.code)
+    }
+
+    #[test]
+    fn frames_are_checked_in_place_or_on_the_pool_with_the_same_verdict() {
+        let out = b"<<<check_mk>>>\n".repeat(12_800); // 200 KB: declared, checked in place
+        let small = pull::encode(Compression::Zstd, &out);
+        assert_eq!(
+            check(small.clone(), 1 << 20),
+            Ok((out.len(), small.len() - 3))
+        );
+        assert_eq!(check(small.clone(), out.len() - 1), Err("too_large"));
+        // Two frames: the first declares 200 KB, the whole is 400 KB. Capped in place, then
+        // checked in full on the pool.
+        let mut two = small.clone();
+        two.extend_from_slice(&compression::compress(Compression::Zstd, &out));
+        assert_eq!(
+            check(two.clone(), 1 << 20),
+            Ok((2 * out.len(), two.len() - 3))
+        );
+        assert_eq!(check(two, 300 * 1024), Err("too_large"));
+        // zlib declares nothing: the pool.
+        let z = pull::encode(Compression::Zlib, &out);
+        assert_eq!(check(z.clone(), 1 << 20), Ok((out.len(), z.len() - 3)));
+        assert_eq!(
+            check(pull::encode(Compression::Zstd, b"hello"), 100),
+            Err("invalid_output")
+        );
+        assert_eq!(check(b"\x00\x00".to_vec(), 100), Err("invalid_output"));
     }
 
     #[test]

@@ -306,7 +306,7 @@ fn start_pull(sh: &Arc<Shared>, host: String, lease_ms: i64) {
             .db
             .write(move |c| {
                 if let Ok(p) = &r {
-                    ingest::store_compressed(c, &host, "pull", p.compression, &p.payload, p.size)?;
+                    ingest::store_compressed(c, &host, "pull", p.compression, p.payload(), p.size)?;
                 }
                 store::record_pull(c, &owner, &rec)
             })
