@@ -218,6 +218,14 @@ fn serve_pulls_on_the_interval_stores_compressed_and_reports_health() {
         "pull counter did not move:\n{before}\n{after}"
     );
     assert!(sample(&after, "tether_receiver_stale_hosts") >= 2.0);
+    // The scheduler resumes TLS sessions: every live host was pulled at least twice.
+    assert!(
+        sample(
+            &after,
+            "tether_receiver_pull_handshakes_total{kind=\"resumed\"}"
+        ) >= 1.0,
+        "no pull resumed:\n{after}"
+    );
 
     // A push is stored as sent (zlib here), and the push host is fresh again.
     let u = common::new_uuid();
@@ -250,6 +258,130 @@ fn serve_pulls_on_the_interval_stores_compressed_and_reports_health() {
     assert_eq!(data["via"], "push");
     assert_eq!(data["output"].as_str().unwrap().as_bytes(), want);
     assert!(scrape(mport).contains("tether_receiver_pushes_total{outcome=\"ok\"} 1"));
+    d.stop();
+}
+
+/// The receiver's own fetcher with a ticket store, as `serve` pulls: driven one pull at a
+/// time so each handshake's kind can be checked.
+struct Fetcher {
+    rt: tokio::runtime::Runtime,
+    connector: tokio_rustls::TlsConnector,
+    sessions: std::sync::Arc<tether::receiver::fetch::PullSessions>,
+}
+
+impl Fetcher {
+    fn new(site_dir: &std::path::Path) -> Fetcher {
+        use tether::receiver::fetch;
+        let keys = tether::receiver::ca::SiteKeys::load(site_dir).expect("site keys");
+        let sessions = std::sync::Arc::new(fetch::PullSessions::default());
+        let cfg = fetch::client_config(&keys, Some(sessions.clone())).expect("client config");
+        Fetcher {
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime"),
+            connector: tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg)),
+            sessions,
+        }
+    }
+
+    fn pull(
+        &self,
+        c: &fleet::FleetConn,
+        port: u16,
+    ) -> Result<tether::receiver::fetch::Pulled, tether::receiver::fetch::PullError> {
+        let t = tether::receiver::fetch::Target {
+            host: c.host.clone(),
+            uuid: Some(c.uuid.clone()),
+            address: "127.0.0.1".into(),
+            port,
+        };
+        self.rt.block_on(tether::receiver::fetch::pull_one(
+            &t,
+            self.connector.clone(),
+            Duration::from_secs(10),
+            1 << 24,
+        ))
+    }
+}
+
+#[test]
+fn pulls_resume_tls_sessions_and_a_ticket_never_outlives_the_daemons_connection() {
+    let r = TestReceiver::start_with("resume", &["--no-scheduler"]);
+    r.add_user("reg", "agent_registration", PW);
+    let hosts: Vec<String> = vec!["t0".into(), "t1".into()];
+    for h in &hosts {
+        r.add_host(h, &[]);
+    }
+    let a = agent::Agent::new();
+    let (d, conns) = fleet_daemon(&r, &a, &hosts, &[]);
+    let port = d.port();
+    let size = std::fs::metadata(fixture()).unwrap().len() as usize;
+    let f = Fetcher::new(r.dir.path());
+    let pull = |c: &fleet::FleetConn| {
+        let p = f
+            .pull(c, port)
+            .unwrap_or_else(|e| panic!("pull {}: {} {}", c.host, e.code, e.text));
+        assert_eq!(p.size, size, "{} output intact", c.host);
+        p.resumed
+    };
+
+    // The first pull of a connection is a full handshake; the next ones resume with the
+    // ticket the previous pull brought, and are served all the same.
+    assert!(!pull(&conns[0]));
+    assert_eq!(f.sessions.tickets(), 1);
+    assert!(pull(&conns[0]));
+    assert!(pull(&conns[0]));
+    assert!(!pull(&conns[1]), "a ticket is bound to its connection");
+    assert!(pull(&conns[1]));
+    assert_eq!(f.sessions.tickets(), 2);
+
+    // A restarted daemon knows none of the tickets: full handshakes, then resumption again.
+    d.stop();
+    let d = Daemon::start_on(
+        &a,
+        &fleet::daemon_config(&fixture()),
+        &format!("127.0.0.1:{port}"),
+        &[],
+    );
+    assert_eq!(
+        f.sessions.tickets(),
+        2,
+        "the fetcher still holds both tickets"
+    );
+    assert!(
+        !pull(&conns[0]),
+        "ticket of the previous daemon process resumed"
+    );
+    assert!(pull(&conns[0]));
+
+    // The site's registration removed on the agent: once the daemon has reloaded its
+    // registry, a pull of that connection is refused although the fetcher offers a ticket
+    // the daemon issued for it, and a full handshake is refused too.
+    a.run(&["delete", &conns[0].uuid, "--local-only", "--json"])
+        .ok("tether.delete.schema.json");
+    let refused = {
+        let start = Instant::now();
+        loop {
+            assert_eq!(f.sessions.tickets(), 2, "a ticket for t0 is offered");
+            match f.pull(&conns[0], port) {
+                Ok(_) => {
+                    assert!(start.elapsed() < Duration::from_secs(20), "never refused");
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => break e,
+            }
+        }
+    };
+    assert_eq!(refused.code, "tls_failed", "{}", refused.text);
+    let fresh = Fetcher::new(r.dir.path());
+    let e = fresh
+        .pull(&conns[0], port)
+        .expect_err("full handshake refused");
+    assert_eq!(e.code, "tls_failed", "{}", e.text);
+    // The reload dropped every ticket the daemon had issued: t1 does a full handshake again.
+    assert!(!pull(&conns[1]), "ticket issued before the reload resumed");
+    assert!(pull(&conns[1]));
     d.stop();
 }
 

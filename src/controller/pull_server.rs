@@ -140,6 +140,56 @@ impl ClientCertVerifier for SiteClientVerifier {
     }
 }
 
+/// Whether a client chain verified by an earlier handshake still verifies now. Roots and
+/// signatures cannot have changed (a registry change replaces the listener and its tickets),
+/// only the time: while every certificate of the chain is within its validity period, so is
+/// every one on the path the handshake verified, and nothing more needs doing. Outside that
+/// window (one of them expired or not yet valid) the chain is verified again in full, so a
+/// resumed pull is refused exactly when a full handshake would be.
+#[derive(Default)]
+struct ChainValidity(Mutex<Vec<(Vec<CertificateDer<'static>>, Window)>>);
+
+/// Unix seconds: (latest not-before, earliest not-after) over a chain.
+type Window = (i64, i64);
+
+/// Distinct client chains remembered (one per site, usually).
+const CHAIN_VALIDITY_CACHE: usize = 8;
+
+impl ChainValidity {
+    fn still_valid(
+        &self,
+        roots: &[CertificateDer<'static>],
+        chain: &[CertificateDer<'static>],
+    ) -> Result<(), String> {
+        let now = certs::now_unix();
+        let (nb, na) = self.window(chain);
+        if nb <= now && now <= na {
+            return Ok(());
+        }
+        let (ee, rest) = chain.split_first().ok_or("no client certificate")?;
+        super::trust::verify_chain(roots, ee, rest, UnixTime::now(), false)
+    }
+
+    /// The chain's window; empty when a certificate is unparsable.
+    fn window(&self, chain: &[CertificateDer<'static>]) -> Window {
+        let mut cache = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, w)) = cache.iter().find(|(c, _)| c[..] == chain[..]) {
+            return *w;
+        }
+        let w = chain.iter().fold((i64::MIN, i64::MAX), |(nb, na), c| {
+            match certs::cert_info(c) {
+                Ok(i) => (nb.max(i.not_before), na.min(i.not_after)),
+                Err(_) => (i64::MAX, i64::MIN),
+            }
+        });
+        if cache.len() >= CHAIN_VALIDITY_CACHE {
+            cache.remove(0);
+        }
+        cache.push((chain.to_vec(), w));
+        w
+    }
+}
+
 /// Builds what to serve from the registry. Broken connections are skipped with a warning
 /// so one bad entry cannot take the others down.
 pub fn build_state(reg: &Registry) -> PullState {
@@ -201,7 +251,13 @@ pub fn build_state(reg: &Registry) -> PullState {
                         .with_client_cert_verifier(Arc::new(SiteClientVerifier::new(v)))
                         .with_cert_resolver(Arc::new(SniResolver(keys)));
                     // Fetchers open a fresh connection per pull; tickets let them resume.
-                    cfg.session_storage = rustls::server::ServerSessionMemoryCache::new(1024);
+                    // Tickets are single use and live only in this config: a registry change
+                    // (a connection removed, renewed or re-registered) or a restart builds a
+                    // new one, and every older ticket then fails over to a full handshake.
+                    // Room for a few receivers per connection (each holds its own ticket).
+                    cfg.session_storage = rustls::server::ServerSessionMemoryCache::new(
+                        (4 * pull_connections).max(1024),
+                    );
                     // One ticket per connection is enough for a fetcher that resumes once per
                     // pull (each resumption brings a new ticket); the default of two doubled
                     // the per-pull ticket work, which Checkmk's fetcher never uses.
@@ -312,6 +368,7 @@ pub struct Shared {
     pub allowed: RwLock<Arc<Vec<IpNet>>>,
     per_ip: PerIp,
     cache: FrameCache,
+    validity: ChainValidity,
     /// The file source's path and whether it is on a local file system (see `local_fs`).
     file_local: Mutex<Option<(std::path::PathBuf, bool)>>,
     pub health: Arc<super::daemon::HealthRecorder>,
@@ -333,6 +390,7 @@ impl Shared {
             allowed: RwLock::new(Arc::new(allowed)),
             per_ip: PerIp::default(),
             cache: FrameCache::default(),
+            validity: ChainValidity::default(),
             file_local: Mutex::new(None),
             health,
             conns: tokio::sync::Semaphore::new(max),
@@ -472,16 +530,26 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let Some(conn) = state.served.get(&uuid) else {
         return;
     };
-    let peer = tls.get_ref().1.peer_certificates().unwrap_or_default();
+    let session = tls.get_ref().1;
+    // A resumed session carries the client chain its first, full handshake verified; no
+    // verifier runs now, so what could have changed since is checked here.
+    let resumed = session.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+    let peer = session.peer_certificates().unwrap_or_default();
     let bound = peer.split_first().map(|(ee, rest)| {
         if conn.recheck_roots {
             super::trust::verify_chain(&conn.roots, ee, rest, UnixTime::now(), false)
+        } else if resumed {
+            shared.validity.still_valid(&conn.roots, peer)
         } else {
             Ok(())
         }
     });
     if !matches!(bound, Some(Ok(()))) {
-        tracing::info!(%ip, %uuid, "pull refused: client certificate is not from this connection's site");
+        let why = match &bound {
+            Some(Err(e)) => e.as_str(),
+            _ => "no client certificate",
+        };
+        tracing::info!(%ip, %uuid, resumed, "pull refused: client certificate is not from this connection's site or no longer valid: {why}");
         let _ = timeout(phase, tls.shutdown()).await;
         return;
     }
@@ -604,5 +672,58 @@ async fn agent_output(shared: &Shared, cfg: &Config, ip: IpAddr) -> Option<Vec<u
             shared.health.source_failed(e);
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    use time::{Duration as Td, OffsetDateTime};
+
+    fn params(cn: &str, from: Td, to: Td) -> CertificateParams {
+        let mut p = CertificateParams::new(vec![]).unwrap();
+        p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        let now = OffsetDateTime::now_utc();
+        p.not_before = now + from;
+        p.not_after = now + to;
+        p
+    }
+
+    #[test]
+    fn resumed_chain_is_refused_once_a_full_handshake_would_be() {
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = params("site CA", Td::days(-1), Td::days(30));
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca, ca_key);
+        let site = |from, to| {
+            let c = params("mysite", from, to)
+                .signed_by(&KeyPair::generate().unwrap(), &issuer)
+                .unwrap();
+            vec![c.der().clone(), ca_cert.der().clone()]
+        };
+        let roots = vec![ca_cert.der().clone()];
+        let v = ChainValidity::default();
+        // Within every certificate's validity: accepted (and remembered).
+        let good = site(Td::hours(-1), Td::hours(1));
+        assert_eq!(v.still_valid(&roots, &good), Ok(()));
+        assert_eq!(v.still_valid(&roots, &good), Ok(()));
+        // Expired, or not yet valid, since the session began: refused as a full handshake is.
+        assert!(v
+            .still_valid(&roots, &site(Td::hours(-2), Td::hours(-1)))
+            .is_err());
+        assert!(v
+            .still_valid(&roots, &site(Td::hours(1), Td::hours(2)))
+            .is_err());
+        // An expired certificate the path does not use: verified in full, and accepted as a
+        // full handshake accepts it.
+        let stale_key = KeyPair::generate().unwrap();
+        let stale = params("unrelated", Td::days(-2), Td::days(-1))
+            .self_signed(&stale_key)
+            .unwrap();
+        let mut extra = good.clone();
+        extra.push(stale.der().clone());
+        assert_eq!(v.still_valid(&roots, &extra), Ok(()));
     }
 }

@@ -125,7 +125,7 @@ async fn ingest(st: &Arc<AppState>, uuid: &str, req: Request) -> Result<(), ApiE
     let max = st.limits.max_output;
     // Decompressed once to validate (limit, format); what is stored is the payload as sent.
     let (size, payload) = tokio::task::spawn_blocking(move || {
-        compression::decompress(comp, &payload, max).map(|d| (d.len(), payload))
+        compression::measure(comp, &payload, max, b"").map(|m| (m.len, payload))
     })
     .await
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?

@@ -16,8 +16,14 @@ struct Outcome {
     outcome: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Kind {
+    kind: &'static str,
+}
+
 struct Metrics {
     pulls: Family<Outcome, Counter>,
+    pull_handshakes: Family<Kind, Counter>,
     pull_seconds: Histogram,
     registrations: Family<Outcome, Counter>,
     pushes: Family<Outcome, Counter>,
@@ -28,6 +34,7 @@ fn global() -> &'static Metrics {
     static M: OnceLock<Metrics> = OnceLock::new();
     M.get_or_init(|| Metrics {
         pulls: Family::default(),
+        pull_handshakes: Family::default(),
         // 1 ms … ~16 s.
         pull_seconds: Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
             0.001, 2.0, 15,
@@ -55,6 +62,13 @@ pub fn pull_finished(outcome: &str, seconds: f64) {
     m.pull_seconds.observe(seconds);
 }
 
+/// A pull's completed TLS handshake: `full` or `resumed` (a TLS 1.3 ticket from an
+/// earlier pull of the same connection).
+pub fn pull_handshake(resumed: bool) {
+    let kind = if resumed { "resumed" } else { "full" };
+    global().pull_handshakes.get_or_create(&Kind { kind }).inc();
+}
+
 /// An answered registration request: `outcome` is `registered` (an existing host got its
 /// certificate), `new` (a new-host registration accepted, decided by rules or approval), or
 /// `refused`.
@@ -80,6 +94,11 @@ pub fn render(gauges: &[(&str, &str, i64)]) -> String {
         "pulls",
         "Scheduled and manual pulls by outcome",
         m.pulls.clone(),
+    );
+    reg.register(
+        "pull_handshakes",
+        "TLS handshakes of pulls: full, or resumed with a session ticket",
+        m.pull_handshakes.clone(),
     );
     reg.register(
         "pull_duration_seconds",

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio_rustls::TlsConnector;
 
-use super::fetch::{self, PullError, Target};
+use super::fetch::{self, PullError, PullSessions, Target};
 use super::ingest;
 use super::store::{self, Backend, Db, PullRecord};
 
@@ -65,6 +65,8 @@ const LEASE_SLACK_MS: i64 = 1000;
 struct Shared {
     db: Db,
     connector: TlsConnector,
+    /// The client's TLS tickets, kept to the hosts pulled.
+    sessions: Option<Arc<PullSessions>>,
     opts: ScheduleOptions,
     targets: RwLock<HashMap<String, Target>>,
     slots: Arc<Semaphore>,
@@ -77,15 +79,18 @@ struct Shared {
 
 /// Runs until `stop` turns true; then lets the pulls in flight finish (bounded by the pull
 /// timeout) and gives back this receiver's leases.
+/// `sessions` is the ticket store of `client`, if it resumes sessions.
 pub async fn run(
     db: Db,
     client: Arc<rustls::ClientConfig>,
+    sessions: Option<Arc<PullSessions>>,
     opts: ScheduleOptions,
     mut stop: watch::Receiver<bool>,
 ) {
     let sh = Arc::new(Shared {
         db,
         connector: TlsConnector::from(client),
+        sessions,
         slots: Arc::new(Semaphore::new(opts.concurrency)),
         unwritten: Arc::new(Semaphore::new(opts.concurrency * 4)),
         opts,
@@ -193,6 +198,9 @@ async fn sync(sh: &Arc<Shared>) -> Result<(), String> {
             targets.len()
         );
     }
+    if let Some(s) = &sh.sessions {
+        s.keep_only(targets.iter().map(|t| t.uuid.as_str()));
+    }
     let map = targets
         .into_iter()
         .map(|t| {
@@ -298,7 +306,7 @@ fn start_pull(sh: &Arc<Shared>, host: String, lease_ms: i64) {
             .db
             .write(move |c| {
                 if let Ok(p) = &r {
-                    ingest::store_compressed(c, &host, "pull", p.compression, &p.payload, p.size)?;
+                    ingest::store_compressed(c, &host, "pull", p.compression, p.payload(), p.size)?;
                 }
                 store::record_pull(c, &owner, &rec)
             })

@@ -83,6 +83,112 @@ pub fn decompress(c: Compression, data: &[u8], limit: usize) -> Result<Vec<u8>, 
     Ok(out)
 }
 
+/// What decompressing a payload showed, the output itself not kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Measured {
+    /// Length of the decompressed output.
+    pub len: usize,
+    /// The output begins with the prefix asked for.
+    pub has_prefix: bool,
+}
+
+/// Output buffer of [`measure`]: zstd's recommended size, one block, so a frame whose
+/// output fits is decoded straight into it.
+const SCRATCH: usize = 128 * 1024;
+
+thread_local! {
+    /// Per thread: a zstd context and a buffer the output is decoded into and dropped.
+    static MEASURE: std::cell::RefCell<(Option<zstd::zstd_safe::DCtx<'static>>, Vec<u8>)> =
+        const { std::cell::RefCell::new((None, Vec::new())) };
+}
+
+/// Decompresses like [`decompress`] (at most `limit` bytes, the same errors) but keeps
+/// nothing: for callers that store the payload as it came and only need to know it is
+/// good, how long its output is and whether that begins with `prefix`. No output buffer
+/// grows and no context is created per call, which made up a good part of validating a
+/// 100 KB pull.
+pub fn measure(
+    c: Compression,
+    data: &[u8],
+    limit: usize,
+    prefix: &[u8],
+) -> Result<Measured, WireError> {
+    if c == Compression::None {
+        if data.len() > limit {
+            return Err(WireError::TooLarge(limit));
+        }
+        return Ok(Measured {
+            len: data.len(),
+            has_prefix: data.starts_with(prefix),
+        });
+    }
+    MEASURE.with(|cell| {
+        // Not re-entrant, and never called recursively; a failed borrow would be a bug.
+        let Ok(mut guard) = cell.try_borrow_mut() else {
+            let out = decompress(c, data, limit)?;
+            return Ok(Measured {
+                len: out.len(),
+                has_prefix: out.starts_with(prefix),
+            });
+        };
+        let (dctx, buf) = &mut *guard;
+        if buf.len() < SCRATCH {
+            buf.resize(SCRATCH, 0);
+        }
+        match c {
+            Compression::Zlib => count(
+                &mut flate2::bufread::ZlibDecoder::new(data),
+                buf,
+                limit,
+                prefix,
+            ),
+            _ => {
+                let ctx = match dctx {
+                    Some(ctx) => ctx,
+                    None => dctx.insert(
+                        zstd::zstd_safe::DCtx::try_create()
+                            .ok_or_else(|| WireError::Decompression("no zstd context".into()))?,
+                    ),
+                };
+                // A context left mid-frame by an earlier error is reset by with_context.
+                let mut dec = zstd::stream::read::Decoder::with_context(data, ctx);
+                count(&mut dec, buf, limit, prefix)
+            }
+        }
+    })
+}
+
+/// Reads `r` to its end through `buf`, counting, within `limit`.
+fn count(
+    r: &mut dyn Read,
+    buf: &mut [u8],
+    limit: usize,
+    prefix: &[u8],
+) -> Result<Measured, WireError> {
+    let mut len = 0usize;
+    let mut has_prefix = true;
+    loop {
+        let n = match r.read(buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(WireError::Decompression(e.to_string())),
+        };
+        if len < prefix.len() {
+            let k = (prefix.len() - len).min(n);
+            has_prefix &= buf[..k] == prefix[len..len + k];
+        }
+        len += n;
+        if len > limit {
+            return Err(WireError::TooLarge(limit));
+        }
+    }
+    Ok(Measured {
+        len,
+        has_prefix: has_prefix && len >= prefix.len(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,5 +206,60 @@ mod tests {
         }
         assert!(decompress(Compression::Zlib, b"not zlib", 100).is_err());
         assert!(decompress(Compression::Zstd, b"not zstd", 100).is_err());
+    }
+
+    #[test]
+    fn measure_agrees_with_decompress() {
+        // Larger than the scratch buffer, so the output arrives in several reads.
+        let data = b"<<<check_mk>>>\nVersion: 2.3\n".repeat(20_000);
+        for c in [Compression::None, Compression::Zlib, Compression::Zstd] {
+            let z = compress(c, &data);
+            let m = measure(c, &z, data.len(), b"<<").unwrap();
+            assert_eq!(
+                m,
+                Measured {
+                    len: data.len(),
+                    has_prefix: true
+                },
+                "{c:?}"
+            );
+            assert!(!measure(c, &z, data.len(), b"<<<<").unwrap().has_prefix);
+            assert_eq!(
+                measure(c, &z, data.len() - 1, b""),
+                Err(WireError::TooLarge(data.len() - 1)),
+                "{c:?}"
+            );
+            // Truncated input fails as decompress fails, and the context stays usable.
+            if c != Compression::None {
+                assert!(
+                    measure(c, &z[..z.len() / 2], data.len(), b"").is_err(),
+                    "{c:?}"
+                );
+                assert_eq!(measure(c, &z, data.len(), b"").unwrap().len, data.len());
+            }
+        }
+        // Concatenated zstd frames, as decompress reads them.
+        let two = [
+            compress(Compression::Zstd, b"<<a"),
+            compress(Compression::Zstd, b"b"),
+        ]
+        .concat();
+        assert_eq!(decompress(Compression::Zstd, &two, 10).unwrap(), b"<<ab");
+        assert_eq!(measure(Compression::Zstd, &two, 10, b"<<").unwrap().len, 4);
+        assert!(measure(Compression::Zlib, b"not zlib", 100, b"").is_err());
+        assert!(measure(Compression::Zstd, b"not zstd", 100, b"").is_err());
+        let short = measure(
+            Compression::Zstd,
+            &compress(Compression::Zstd, b"<"),
+            10,
+            b"<<",
+        );
+        assert_eq!(
+            short.unwrap(),
+            Measured {
+                len: 1,
+                has_prefix: false
+            }
+        );
     }
 }

@@ -36,6 +36,20 @@ pub fn decode(stream: &[u8], limit: usize) -> Result<Vec<u8>, WireError> {
     Ok(out)
 }
 
+/// Checks a frame as [`decode`] does (header, decompression within `limit`, the `<<`
+/// start) without keeping the output: the compression, the payload as it came, and the
+/// output's length.
+pub fn check(stream: &[u8], limit: usize) -> Result<(Compression, &[u8], usize), WireError> {
+    let (c, payload) = split(stream)?;
+    let m = compression::measure(c, payload, limit, b"<<")?;
+    if !m.has_prefix {
+        return Err(WireError::InvalidPull(
+            "agent output does not begin with '<<'".to_string(),
+        ));
+    }
+    Ok((c, payload, m.len))
+}
+
 /// The frame's compression and its still compressed payload (header checked only).
 pub fn split(stream: &[u8]) -> Result<(Compression, &[u8]), WireError> {
     if stream.len() < 3 {
@@ -73,5 +87,18 @@ mod tests {
         assert!(decode(b"\x00\x01\x00<<", 10).is_err());
         assert!(decode(b"\x00\x00\x09<<", 10).is_err());
         assert!(decode(b"\x00\x00\x00hello", 10).is_err());
+        for bad in [
+            &b"\x00\x00"[..],
+            b"\x00\x01\x00<<",
+            b"\x00\x00\x09<<",
+            b"\x00\x00\x00hello",
+        ] {
+            assert!(check(bad, 10).is_err());
+        }
+        for c in [Compression::None, Compression::Zlib, Compression::Zstd] {
+            let f = encode(c, out);
+            assert_eq!(check(&f, 1 << 20).unwrap(), (c, &f[3..], out.len()));
+            assert!(check(&f, out.len() - 1).is_err());
+        }
     }
 }

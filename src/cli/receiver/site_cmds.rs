@@ -82,7 +82,12 @@ pub(super) fn serve(dir: &Path, a: ServeArgs) -> Result<ServeOut> {
     crate::wire::tls::install_default_provider();
     let (site, lifetime) = read(dir, |c| Ok((admin::site(c)?, admin::cert_lifetime(c)?)))?;
     let keys = ca::SiteKeys::load(dir).map_err(|e| Error::local_state(e.to_string()))?;
-    let pull_client = Arc::new(crate::receiver::fetch::client_config(&keys)?);
+    // Scheduled pulls resume TLS sessions: the same connections are pulled every interval.
+    let pull_sessions = Arc::new(crate::receiver::fetch::PullSessions::default());
+    let pull_client = Arc::new(crate::receiver::fetch::client_config(
+        &keys,
+        Some(pull_sessions.clone()),
+    )?);
     let db =
         store::Db::open(&store::location(dir)?).map_err(|e| Error::local_state(e.to_string()))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -156,6 +161,7 @@ pub(super) fn serve(dir: &Path, a: ServeArgs) -> Result<ServeOut> {
             tokio::spawn(crate::receiver::schedule::run(
                 st.db.clone(),
                 pull_client.clone(),
+                Some(pull_sessions.clone()),
                 opts,
                 stop_rx.clone(),
             ))
