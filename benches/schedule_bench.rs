@@ -4,7 +4,9 @@
 //! each second so demand exceeds what the receivers can do; SQLite and PostgreSQL, one and
 //! two receivers. Counts come from each receiver's own /metrics (pulls by outcome).
 //! Run: `cargo bench --bench schedule_bench [-- sqlite|postgres]` (env BENCH_HOSTS,
-//! BENCH_SECS, BENCH_CONCURRENCY). Prints figures; asserts nothing.
+//! BENCH_SECS, BENCH_CONCURRENCY, BENCH_RECEIVERS=1,2; BENCH_RECEIVER_BIN and
+//! BENCH_TETHER_BIN run other builds, e.g. the previous version in the same window).
+//! Prints figures; asserts nothing.
 #[path = "../tests/support/fleet.rs"]
 mod fleet;
 #[path = "../tests/support/postgres.rs"]
@@ -17,8 +19,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use support::{admin, env_usize, Proc};
 
-use support::RECEIVER;
-const TETHER: &str = env!("CARGO_BIN_EXE_tether");
+use support::receiver_bin;
+
+/// The daemon under test: this build, or `BENCH_TETHER_BIN`.
+fn tether_bin() -> String {
+    std::env::var("BENCH_TETHER_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_tether").into())
+}
 const PW: &str = "bench-Registration-pw";
 
 fn fixture() -> PathBuf {
@@ -46,7 +52,7 @@ fn wait_ready(ready: &Path, child: Child) -> Proc {
 fn serve(dir: &Path, name: &str, extra: &[&str]) -> Proc {
     let ready = dir.join(format!("ready-{name}"));
     let _ = std::fs::remove_file(&ready);
-    let child = Command::new(RECEIVER)
+    let child = Command::new(receiver_bin())
         .args(["serve", "--listen", "127.0.0.1:0", "--ready-file"])
         .arg(&ready)
         .arg("--dir")
@@ -163,7 +169,7 @@ fn site(backend: &str, hosts: usize) -> Site {
     )
     .unwrap();
     let ready = home.path().join("ready");
-    let child = Command::new(TETHER)
+    let child = Command::new(tether_bin())
         .args(["daemon", "--listen", "127.0.0.1:0", "--ready-file"])
         .arg(&ready)
         .env("TETHER_HOME", home.path())
@@ -262,7 +268,11 @@ fn main() {
     );
     for b in backends {
         let s = site(b, hosts);
-        for receivers in [1, 2] {
+        let counts: Vec<usize> = std::env::var("BENCH_RECEIVERS")
+            .ok()
+            .map(|v| v.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+            .unwrap_or_else(|| vec![1, 2]);
+        for receivers in counts {
             run(&s, b, receivers, secs, conc);
         }
         drop(s.registrar);
