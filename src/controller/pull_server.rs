@@ -251,13 +251,16 @@ pub fn build_state(reg: &Registry) -> PullState {
                         .with_client_cert_verifier(Arc::new(SiteClientVerifier::new(v)))
                         .with_cert_resolver(Arc::new(SniResolver(keys)));
                     // Fetchers open a fresh connection per pull; tickets let them resume.
-                    // Tickets are single use and live only in this config: a registry change
-                    // (a connection removed, renewed or re-registered) or a restart builds a
-                    // new one, and every older ticket then fails over to a full handshake.
-                    // Room for a few receivers per connection (each holds its own ticket).
-                    cfg.session_storage = rustls::server::ServerSessionMemoryCache::new(
-                        (4 * pull_connections).max(1024),
-                    );
+                    // Stateless tickets, sealed with keys that live only in this config: a
+                    // registry change (a connection removed, renewed or re-registered) or a
+                    // restart builds a new one, and every older ticket then fails over to a
+                    // full handshake. Not rustls' session cache: its removal is a linear scan,
+                    // and a fleet's worth of single-use tickets made each resumption slower.
+                    match rustls::crypto::ring::Ticketer::new() {
+                        Ok(t) => cfg.ticketer = t,
+                        Err(e) => tracing::warn!("pulls will not resume TLS sessions: {e}"),
+                    }
+                    cfg.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
                     // One ticket per connection is enough for a fetcher that resumes once per
                     // pull (each resumption brings a new ticket); the default of two doubled
                     // the per-pull ticket work, which Checkmk's fetcher never uses.
