@@ -11,7 +11,7 @@ mod support;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{admin, env_usize, receiver_bin};
+use support::{admin, cluster_cpu_secs, cpu_secs, env_usize, receiver_bin};
 
 #[path = "../tests/support/postgres.rs"]
 mod pg;
@@ -25,7 +25,7 @@ fn main() {
     let sqlite = if std::env::var_os("BENCH_SKIP_SQLITE").is_some() {
         f64::NAN
     } else {
-        run_case("SQLite", None, 1, clients, per)
+        run_case("SQLite", None, None, 1, clients, per)
     };
     if !with_pg {
         return;
@@ -50,8 +50,23 @@ fn main() {
             None => db,
         }
     };
-    let pg1 = run_case("PostgreSQL, 1 receiver", Some(create()), 1, clients, per);
-    let pg2 = run_case("PostgreSQL, 2 receivers", Some(create()), 2, clients, per);
+    let data = Some(cluster.data_dir());
+    let pg1 = run_case(
+        "PostgreSQL, 1 receiver",
+        Some(create()),
+        data.as_deref(),
+        1,
+        clients,
+        per,
+    );
+    let pg2 = run_case(
+        "PostgreSQL, 2 receivers",
+        Some(create()),
+        data.as_deref(),
+        2,
+        clients,
+        per,
+    );
     for (name, r) in [("1 receiver", pg1), ("2 receivers", pg2)] {
         println!(
             "PostgreSQL ({name}) vs SQLite: {:+.1} % ({r:.0} vs {sqlite:.0} registrations/s)",
@@ -89,8 +104,16 @@ fn spawn_serve(d: &std::path::Path, ready: &std::path::Path) -> (std::process::C
 }
 
 /// One run: a fresh site (on `db` when given), `receivers` serve processes, `clients`
-/// clients round-robin across them; prints and returns registrations/s.
-fn run_case(label: &str, db: Option<String>, receivers: usize, clients: usize, per: usize) -> f64 {
+/// clients round-robin across them; prints and returns registrations/s, and the CPU each
+/// party spent per registration (`pg_data`: the cluster to account for).
+fn run_case(
+    label: &str,
+    db: Option<String>,
+    pg_data: Option<&std::path::Path>,
+    receivers: usize,
+    clients: usize,
+    per: usize,
+) -> f64 {
     let total = clients * per;
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
@@ -180,6 +203,12 @@ fn run_case(label: &str, db: Option<String>, receivers: usize, clients: usize, p
             .get(&format!("https://{addr}/bench/check_mk/api/1.0/domain-types/internal/actions/discover-receiver/invoke"))
             .call();
     }
+    let cpu = || {
+        let rcv: f64 = servers.iter().map(|(c, _)| cpu_secs(c.id())).sum();
+        let pg = pg_data.map(cluster_cpu_secs).unwrap_or(0.0);
+        (rcv, pg, cpu_secs(std::process::id()))
+    };
+    let cpu0 = cpu();
     let start = Instant::now();
     let mut lat: Vec<Duration> = std::thread::scope(|s| {
         let hs: Vec<_> = agents
@@ -209,6 +238,7 @@ fn run_case(label: &str, db: Option<String>, receivers: usize, clients: usize, p
             .collect()
     });
     let elapsed = start.elapsed();
+    let cpu1 = cpu();
     lat.sort();
     let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
     for (mut server, _) in servers {
@@ -223,6 +253,15 @@ fn run_case(label: &str, db: Option<String>, receivers: usize, clients: usize, p
         elapsed.as_secs_f64(),
         pct(0.50).as_secs_f64() * 1e3,
         pct(0.99).as_secs_f64() * 1e3,
+    );
+    // What a registration costs each party: on a receiver host of its own (the database
+    // elsewhere) the receiver's share is what bounds its rate.
+    let per_reg = |a: f64, b: f64| (b - a) / total as f64 * 1e3;
+    println!(
+        "  CPU per registration: receiver(s) {:.3} ms, PostgreSQL {:.3} ms, clients {:.3} ms",
+        per_reg(cpu0.0, cpu1.0),
+        per_reg(cpu0.1, cpu1.1),
+        per_reg(cpu0.2, cpu1.2),
     );
     rate
 }

@@ -17,9 +17,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{admin, env_usize, Proc};
-
-use support::receiver_bin;
+use support::{admin, cpu_secs, env_usize, receiver_bin, Proc};
 
 /// The daemon under test: this build, or `BENCH_TETHER_BIN`.
 fn tether_bin() -> String {
@@ -98,17 +96,6 @@ fn pulls(port: u16) -> (f64, f64) {
         }
     }
     (ok, failed)
-}
-
-/// utime + stime of a process, in seconds.
-fn cpu_secs(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    let Some(i) = stat.rfind(')') else { return 0.0 };
-    let f: Vec<&str> = stat[i + 2..].split_whitespace().collect();
-    let t = |k: usize| f.get(k).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (t(11) + t(12)) / 100.0
 }
 
 struct Site {
@@ -248,7 +235,7 @@ fn run(s: &Site, backend: &str, receivers: usize, secs: u64, concurrency: usize)
 fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` passes nothing: keep that quick.
     let quick = !std::env::args().any(|a| a == "--bench");
-    let hosts = env_usize("BENCH_HOSTS", if quick { 20 } else { 2000 });
+    let hosts = env_usize("BENCH_HOSTS", if quick { 20 } else { 5000 });
     let secs = env_usize("BENCH_SECS", if quick { 2 } else { 10 }) as u64;
     let conc = env_usize("BENCH_CONCURRENCY", 64);
     let wanted: Vec<String> = std::env::args()

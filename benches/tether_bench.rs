@@ -16,7 +16,7 @@ use tether::wire::{certs, pull};
 
 const TETHER: &str = env!("CARGO_BIN_EXE_tether");
 mod support;
-use support::{admin, Proc as Daemon, RECEIVER};
+use support::{admin, cpu_secs, Proc as Daemon, RECEIVER};
 const PASSWORD: &str = "bench-password-123";
 
 fn fixture() -> Vec<u8> {
@@ -317,15 +317,6 @@ fn start_daemon_bin(bin: &Path, home: &Path, extra: &str) -> Daemon {
         assert!(start.elapsed() < Duration::from_secs(20));
         std::thread::sleep(Duration::from_millis(10));
     }
-}
-
-/// utime + stime of a process, in seconds.
-fn cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
-    ticks / 100.0
 }
 
 fn rss_kb(pid: u32, key: &str) -> u64 {

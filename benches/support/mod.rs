@@ -22,6 +22,65 @@ pub fn env_usize(k: &str, d: usize) -> usize {
         .unwrap_or(d)
 }
 
+/// utime + stime of a process (all its threads), in seconds; 0 when it is gone.
+pub fn cpu_secs(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    let Some(i) = stat.rfind(')') else { return 0.0 };
+    let f: Vec<&str> = stat[i + 2..].split_whitespace().collect();
+    let t = |k: usize| f.get(k).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (t(11) + t(12)) / 100.0
+}
+
+/// CPU seconds of a PostgreSQL cluster: its postmaster (found by the data directory on its
+/// command line) and every live child (backends, WAL writer, checkpointer, …). Children
+/// that exited count once the postmaster reaps them (its cutime/cstime).
+pub fn cluster_cpu_secs(data_dir: &Path) -> f64 {
+    let want = data_dir.to_string_lossy().to_string();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    let pids: Vec<u32> = procs
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    let ppid = |pid: u32| -> Option<u32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat[stat.rfind(')')? + 2..]
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    // The server process itself (not the shell that started it, whose command line holds
+    // the same directory).
+    let Some(master) = pids.iter().copied().find(|p| {
+        std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "postgres")
+            && std::fs::read(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&want))
+    }) else {
+        return 0.0;
+    };
+    let reaped = std::fs::read_to_string(format!("/proc/{master}/stat"))
+        .ok()
+        .and_then(|s| {
+            let f: Vec<f64> = s[s.rfind(')')? + 2..]
+                .split_whitespace()
+                .map(|v| v.parse().unwrap_or(0.0))
+                .collect();
+            Some((f.get(13)? + f.get(14)?) / 100.0)
+        })
+        .unwrap_or(0.0);
+    reaped
+        + cpu_secs(master)
+        + pids
+            .iter()
+            .filter(|p| ppid(**p) == Some(master))
+            .map(|p| cpu_secs(*p))
+            .sum::<f64>()
+}
+
 /// Runs `tether-receiver ARGS --dir DIR` with `stdin` fed in, and insists on success.
 pub fn admin(dir: &Path, args: &[&str], stdin: Option<&str>) {
     let mut c = Command::new(receiver_bin())
