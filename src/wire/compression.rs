@@ -59,27 +59,33 @@ pub fn compress(c: Compression, data: &[u8]) -> Vec<u8> {
 }
 
 /// Decompresses at most `limit` bytes of output; more is an error, not a truncation.
+/// Reads exactly as [`measure`] does (whole input at once, output in [`SCRATCH`] chunks):
+/// libzstd's streaming decoder judges some corrupt frames by the buffer sizes it is given
+/// (an error, or no output at all), so a payload measured good must decompress the same.
 pub fn decompress(c: Compression, data: &[u8], limit: usize) -> Result<Vec<u8>, WireError> {
+    if c == Compression::None {
+        if data.len() > limit {
+            return Err(WireError::TooLarge(limit));
+        }
+        return Ok(data.to_vec());
+    }
     let mut out = Vec::new();
-    let read = |r: &mut dyn Read, out: &mut Vec<u8>| {
-        r.take(limit as u64 + 1)
-            .read_to_end(out)
-            .map_err(|e| WireError::Decompression(e.to_string()))
-    };
+    let mut buf = vec![0u8; SCRATCH];
     match c {
-        Compression::None => out.extend_from_slice(data),
-        Compression::Zlib => {
-            read(&mut flate2::read::ZlibDecoder::new(data), &mut out)?;
-        }
-        Compression::Zstd => {
-            let mut dec = zstd::stream::read::Decoder::new(data)
+        Compression::Zlib => drain(
+            &mut flate2::bufread::ZlibDecoder::new(data),
+            &mut buf,
+            limit,
+            |chunk| out.extend_from_slice(chunk),
+        )?,
+        _ => {
+            let mut dec = zstd::stream::read::Decoder::with_buffer(data)
                 .map_err(|e| WireError::Decompression(e.to_string()))?;
-            read(&mut dec, &mut out)?;
+            drain(&mut dec, &mut buf, limit, |chunk| {
+                out.extend_from_slice(chunk)
+            })?
         }
-    }
-    if out.len() > limit {
-        return Err(WireError::TooLarge(limit));
-    }
+    };
     Ok(out)
 }
 
@@ -92,8 +98,8 @@ pub struct Measured {
     pub has_prefix: bool,
 }
 
-/// Output buffer of [`measure`]: zstd's recommended size, one block, so a frame whose
-/// output fits is decoded straight into it.
+/// Output buffer of [`measure`] and [`decompress`]: zstd's recommended size, one block, so
+/// a frame whose output fits is decoded straight into it.
 const SCRATCH: usize = 128 * 1024;
 
 thread_local! {
@@ -158,15 +164,15 @@ pub fn measure(
     })
 }
 
-/// Reads `r` to its end through `buf`, counting, within `limit`.
-fn count(
+/// Reads `r` to its end through `buf`, handing each chunk to `sink`, within `limit`;
+/// returns the output's length.
+fn drain(
     r: &mut dyn Read,
     buf: &mut [u8],
     limit: usize,
-    prefix: &[u8],
-) -> Result<Measured, WireError> {
+    mut sink: impl FnMut(&[u8]),
+) -> Result<usize, WireError> {
     let mut len = 0usize;
-    let mut has_prefix = true;
     loop {
         let n = match r.read(buf) {
             Ok(0) => break,
@@ -174,15 +180,31 @@ fn count(
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(WireError::Decompression(e.to_string())),
         };
-        if len < prefix.len() {
-            let k = (prefix.len() - len).min(n);
-            has_prefix &= buf[..k] == prefix[len..len + k];
-        }
         len += n;
         if len > limit {
             return Err(WireError::TooLarge(limit));
         }
+        sink(&buf[..n]);
     }
+    Ok(len)
+}
+
+/// [`drain`], keeping only whether the output begins with `prefix`.
+fn count(
+    r: &mut dyn Read,
+    buf: &mut [u8],
+    limit: usize,
+    prefix: &[u8],
+) -> Result<Measured, WireError> {
+    let mut seen = 0usize;
+    let mut has_prefix = true;
+    let len = drain(r, buf, limit, |chunk| {
+        if seen < prefix.len() {
+            let k = (prefix.len() - seen).min(chunk.len());
+            has_prefix &= chunk[..k] == prefix[seen..seen + k];
+            seen += k;
+        }
+    })?;
     Ok(Measured {
         len,
         has_prefix: has_prefix && len >= prefix.len(),
@@ -248,6 +270,18 @@ mod tests {
         assert_eq!(measure(Compression::Zstd, &two, 10, b"<<").unwrap().len, 4);
         assert!(measure(Compression::Zlib, b"not zlib", 100, b"").is_err());
         assert!(measure(Compression::Zstd, b"not zstd", 100, b"").is_err());
+        // Corrupt frames (a compressed block of size 0) that libzstd's streaming decoder
+        // judges by the buffer sizes: found by fuzzing, measure said corrupt while
+        // decompress returned no output. Both must give the same verdict.
+        for fcs in [1_536u32, 200_000, 5_000_000] {
+            let mut f = vec![0x28, 0xb5, 0x2f, 0xfd, 0xa0];
+            f.extend_from_slice(&fcs.to_le_bytes());
+            f.extend_from_slice(&[0x05, 0, 0]);
+            let d = decompress(Compression::Zstd, &f, 1 << 23).map(|o| o.len());
+            let m = measure(Compression::Zstd, &f, 1 << 23, b"").map(|m| m.len);
+            assert_eq!(d.is_ok(), m.is_ok(), "{fcs}: {d:?} vs {m:?}");
+            assert_eq!(d.ok(), m.ok());
+        }
         let short = measure(
             Compression::Zstd,
             &compress(Compression::Zstd, b"<"),
