@@ -59,33 +59,9 @@ pub fn compress(c: Compression, data: &[u8]) -> Vec<u8> {
 }
 
 /// Decompresses at most `limit` bytes of output; more is an error, not a truncation.
-/// Reads exactly as [`measure`] does (whole input at once, output in [`SCRATCH`] chunks):
-/// libzstd's streaming decoder judges some corrupt frames by the buffer sizes it is given
-/// (an error, or no output at all), so a payload measured good must decompress the same.
 pub fn decompress(c: Compression, data: &[u8], limit: usize) -> Result<Vec<u8>, WireError> {
-    if c == Compression::None {
-        if data.len() > limit {
-            return Err(WireError::TooLarge(limit));
-        }
-        return Ok(data.to_vec());
-    }
     let mut out = Vec::new();
-    let mut buf = vec![0u8; SCRATCH];
-    match c {
-        Compression::Zlib => drain(
-            &mut flate2::bufread::ZlibDecoder::new(data),
-            &mut buf,
-            limit,
-            |chunk| out.extend_from_slice(chunk),
-        )?,
-        _ => {
-            let mut dec = zstd::stream::read::Decoder::with_buffer(data)
-                .map_err(|e| WireError::Decompression(e.to_string()))?;
-            drain(&mut dec, &mut buf, limit, |chunk| {
-                out.extend_from_slice(chunk)
-            })?
-        }
-    };
+    inflate(c, data, limit, &mut |chunk| out.extend_from_slice(chunk))?;
     Ok(out)
 }
 
@@ -98,70 +74,98 @@ pub struct Measured {
     pub has_prefix: bool,
 }
 
-/// Output buffer of [`measure`] and [`decompress`]: zstd's recommended size, one block, so
-/// a frame whose output fits is decoded straight into it.
-const SCRATCH: usize = 128 * 1024;
-
-thread_local! {
-    /// Per thread: a zstd context and a buffer the output is decoded into and dropped.
-    static MEASURE: std::cell::RefCell<(Option<zstd::zstd_safe::DCtx<'static>>, Vec<u8>)> =
-        const { std::cell::RefCell::new((None, Vec::new())) };
-}
-
 /// Decompresses like [`decompress`] (at most `limit` bytes, the same errors) but keeps
 /// nothing: for callers that store the payload as it came and only need to know it is
 /// good, how long its output is and whether that begins with `prefix`. No output buffer
-/// grows and no context is created per call, which made up a good part of validating a
-/// 100 KB pull.
+/// grows, which made up a good part of validating a 100 KB pull.
 pub fn measure(
     c: Compression,
     data: &[u8],
     limit: usize,
     prefix: &[u8],
 ) -> Result<Measured, WireError> {
+    let mut seen = 0usize;
+    let mut has_prefix = true;
+    let len = inflate(c, data, limit, &mut |chunk| {
+        if seen < prefix.len() {
+            let k = (prefix.len() - seen).min(chunk.len());
+            has_prefix &= chunk[..k] == prefix[seen..seen + k];
+            seen += k;
+        }
+    })?;
+    Ok(Measured {
+        len,
+        has_prefix: has_prefix && len >= prefix.len(),
+    })
+}
+
+/// Output buffer of [`inflate`]: zstd's recommended size, one block, so a frame whose
+/// output fits is decoded straight into it.
+const SCRATCH: usize = 128 * 1024;
+
+/// A zstd context and an output buffer, reused by every decompression on a thread.
+type Scratch = (Option<zstd::zstd_safe::DCtx<'static>>, Vec<u8>);
+
+thread_local! {
+    static SCRATCH_STATE: std::cell::RefCell<Scratch> =
+        const { std::cell::RefCell::new((None, Vec::new())) };
+}
+
+/// The one decompression path behind [`decompress`] and [`measure`]: the whole input at
+/// once, the output handed to `sink` in [`SCRATCH`] chunks, at most `limit` bytes. They
+/// must read alike: libzstd's streaming decoder judges some corrupt frames by the buffer
+/// sizes it is given (an error, or no output at all), so a payload measured good must
+/// decompress the same. Returns the output's length.
+fn inflate(
+    c: Compression,
+    data: &[u8],
+    limit: usize,
+    sink: &mut dyn FnMut(&[u8]),
+) -> Result<usize, WireError> {
     if c == Compression::None {
         if data.len() > limit {
             return Err(WireError::TooLarge(limit));
         }
-        return Ok(Measured {
-            len: data.len(),
-            has_prefix: data.starts_with(prefix),
-        });
+        sink(data);
+        return Ok(data.len());
     }
-    MEASURE.with(|cell| {
-        // Not re-entrant, and never called recursively; a failed borrow would be a bug.
-        let Ok(mut guard) = cell.try_borrow_mut() else {
-            let out = decompress(c, data, limit)?;
-            return Ok(Measured {
-                len: out.len(),
-                has_prefix: out.starts_with(prefix),
-            });
-        };
-        let (dctx, buf) = &mut *guard;
-        if buf.len() < SCRATCH {
-            buf.resize(SCRATCH, 0);
-        }
-        match c {
-            Compression::Zlib => count(
-                &mut flate2::bufread::ZlibDecoder::new(data),
-                buf,
-                limit,
-                prefix,
-            ),
-            _ => {
-                let ctx = match dctx {
-                    Some(ctx) => ctx,
-                    None => dctx.insert(
-                        zstd::zstd_safe::DCtx::try_create()
-                            .ok_or_else(|| WireError::Decompression("no zstd context".into()))?,
-                    ),
-                };
-                // A context left mid-frame by an earlier error is reset by with_context.
-                let mut dec = zstd::stream::read::Decoder::with_context(data, ctx);
-                count(&mut dec, buf, limit, prefix)
-            }
-        }
+    SCRATCH_STATE.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut state) => inflate_with(c, data, limit, &mut state, sink),
+        // Only a sink that decompresses again gets here: it gets state of its own.
+        Err(_) => inflate_with(c, data, limit, &mut (None, Vec::new()), sink),
     })
+}
+
+fn inflate_with(
+    c: Compression,
+    data: &[u8],
+    limit: usize,
+    (dctx, buf): &mut Scratch,
+    sink: &mut dyn FnMut(&[u8]),
+) -> Result<usize, WireError> {
+    if buf.len() < SCRATCH {
+        buf.resize(SCRATCH, 0);
+    }
+    match c {
+        Compression::Zlib => drain(
+            &mut flate2::bufread::ZlibDecoder::new(data),
+            buf,
+            limit,
+            sink,
+        ),
+        _ => {
+            let ctx = match dctx {
+                Some(ctx) => ctx,
+                None => dctx.insert(
+                    zstd::zstd_safe::DCtx::try_create()
+                        .ok_or_else(|| WireError::Decompression("no zstd context".into()))?,
+                ),
+            };
+            // A context left mid-frame by an earlier error is reset by with_context.
+            let mut dec = zstd::stream::read::Decoder::with_context(data, ctx);
+            drain(&mut dec, buf, limit, sink)
+        }
+    }
 }
 
 /// Reads `r` to its end through `buf`, handing each chunk to `sink`, within `limit`;
@@ -170,7 +174,7 @@ fn drain(
     r: &mut dyn Read,
     buf: &mut [u8],
     limit: usize,
-    mut sink: impl FnMut(&[u8]),
+    sink: &mut dyn FnMut(&[u8]),
 ) -> Result<usize, WireError> {
     let mut len = 0usize;
     loop {
@@ -187,28 +191,6 @@ fn drain(
         sink(&buf[..n]);
     }
     Ok(len)
-}
-
-/// [`drain`], keeping only whether the output begins with `prefix`.
-fn count(
-    r: &mut dyn Read,
-    buf: &mut [u8],
-    limit: usize,
-    prefix: &[u8],
-) -> Result<Measured, WireError> {
-    let mut seen = 0usize;
-    let mut has_prefix = true;
-    let len = drain(r, buf, limit, |chunk| {
-        if seen < prefix.len() {
-            let k = (prefix.len() - seen).min(chunk.len());
-            has_prefix &= chunk[..k] == prefix[seen..seen + k];
-            seen += k;
-        }
-    })?;
-    Ok(Measured {
-        len,
-        has_prefix: has_prefix && len >= prefix.len(),
-    })
 }
 
 #[cfg(test)]
