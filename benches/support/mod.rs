@@ -22,15 +22,26 @@ pub fn env_usize(k: &str, d: usize) -> usize {
         .unwrap_or(d)
 }
 
-/// utime + stime of a process (all its threads), in seconds; 0 when it is gone.
-pub fn cpu_secs(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+/// The fields of `/proc/PID/stat` after the command name (index 0 is the state), or
+/// None when the process is gone.
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    Some(rest.split_whitespace().map(str::to_string).collect())
+}
+
+/// The sum of the given `stat_fields` (clock ticks), in seconds; 0 when the process is gone.
+fn stat_secs(pid: u32, fields: [usize; 2]) -> f64 {
+    let Some(f) = stat_fields(pid) else {
         return 0.0;
     };
-    let Some(i) = stat.rfind(')') else { return 0.0 };
-    let f: Vec<&str> = stat[i + 2..].split_whitespace().collect();
     let t = |k: usize| f.get(k).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (t(11) + t(12)) / 100.0
+    (t(fields[0]) + t(fields[1])) / 100.0
+}
+
+/// utime + stime of a process (all its threads), in seconds; 0 when it is gone.
+pub fn cpu_secs(pid: u32) -> f64 {
+    stat_secs(pid, [11, 12])
 }
 
 /// CPU seconds of a PostgreSQL cluster: its postmaster (found by the data directory on its
@@ -45,14 +56,6 @@ pub fn cluster_cpu_secs(data_dir: &Path) -> f64 {
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse().ok())
         .collect();
-    let ppid = |pid: u32| -> Option<u32> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        stat[stat.rfind(')')? + 2..]
-            .split_whitespace()
-            .nth(1)?
-            .parse()
-            .ok()
-    };
     // The server process itself (not the shell that started it, whose command line holds
     // the same directory).
     let Some(master) = pids.iter().copied().find(|p| {
@@ -62,23 +65,13 @@ pub fn cluster_cpu_secs(data_dir: &Path) -> f64 {
     }) else {
         return 0.0;
     };
-    let reaped = std::fs::read_to_string(format!("/proc/{master}/stat"))
-        .ok()
-        .and_then(|s| {
-            let f: Vec<f64> = s[s.rfind(')')? + 2..]
-                .split_whitespace()
-                .map(|v| v.parse().unwrap_or(0.0))
-                .collect();
-            Some((f.get(13)? + f.get(14)?) / 100.0)
-        })
-        .unwrap_or(0.0);
-    reaped
-        + cpu_secs(master)
-        + pids
-            .iter()
-            .filter(|p| ppid(**p) == Some(master))
-            .map(|p| cpu_secs(*p))
-            .sum::<f64>()
+    let master_s = master.to_string();
+    let children: f64 = pids
+        .iter()
+        .filter(|p| stat_fields(**p).is_some_and(|f| f.get(1) == Some(&master_s)))
+        .map(|p| cpu_secs(*p))
+        .sum();
+    stat_secs(master, [13, 14]) + cpu_secs(master) + children
 }
 
 /// Runs `tether-receiver ARGS --dir DIR` with `stdin` fed in, and insists on success.
