@@ -90,19 +90,33 @@ pub struct Principal {
     pub permissions: Vec<String>,
 }
 
+impl From<(User, Option<store::Role>)> for Principal {
+    fn from((user, role): (User, Option<store::Role>)) -> Principal {
+        Principal {
+            user,
+            permissions: role.map(|r| r.permissions).unwrap_or_default(),
+        }
+    }
+}
+
 impl Principal {
     /// The user `name` with their role's permissions (none if the role is gone).
     pub fn lookup(
         c: &Connection,
         name: &str,
     ) -> crate::receiver::store::sql::Result<Option<Principal>> {
-        Ok(
-            store::get_user_and_role(c, name)?.map(|(user, role)| Principal {
-                user,
-                permissions: role.map(|r| r.permissions).unwrap_or_default(),
-            }),
-        )
+        Ok(store::get_user_and_role(c, name)?.map(Principal::from))
     }
+    /// [`Principal::lookup`] for a request, awaited on the server's runtime.
+    pub async fn lookup_shared(
+        db: &store::Db,
+        name: &str,
+    ) -> Result<Option<Principal>, store::DbError> {
+        Ok(store::get_user_and_role_shared(db, name)
+            .await?
+            .map(Principal::from))
+    }
+
     pub fn has(&self, p: &str) -> bool {
         self.permissions.iter().any(|x| x == p)
     }

@@ -47,9 +47,7 @@ pub(crate) async fn verify_user(
     user: String,
     password: String,
 ) -> ApiResult<Principal> {
-    let db = st.db.clone();
-    let name = user.clone();
-    let found = db.read(move |c| Principal::lookup(c, &name))?;
+    let found = Principal::lookup_shared(&st.db, &user).await?;
     let denied = || ApiError::new(StatusCode::UNAUTHORIZED, "Invalid credentials");
     match found {
         Some(p) if st.cache.hit(&user, &password, &p.user.pw_hash) => Ok(p),

@@ -9,6 +9,7 @@ mod audit;
 mod folders;
 mod freshness;
 mod hosts;
+mod pg_async;
 mod pg_session;
 mod pull_state;
 mod registrations;

@@ -70,19 +70,7 @@ impl JobMark {
 
 impl Pg {
     pub(super) fn connect(t: &PgTarget) -> Result<Pg> {
-        let mut cfg: tokio_postgres::Config = t
-            .url
-            .parse()
-            .map_err(|e| Error::Other(format!("invalid database URL: {e}")))?;
-        if let Some(pw) = &t.password {
-            cfg.password(pw);
-        }
-        if cfg.get_application_name().is_none() {
-            cfg.application_name("tether-receiver");
-        }
-        cfg.connect_timeout(Duration::from_secs(15));
-        // Schema upgrades are idempotent: their "already exists" notices are noise.
-        cfg.options("-c client_min_messages=warning");
+        let cfg = config(t)?;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -307,7 +295,8 @@ impl Pg {
             Box<
                 dyn std::future::Future<
                         Output = std::result::Result<Outcome, tokio_postgres::Error>,
-                    > + 'a,
+                    > + Send
+                    + 'a,
             >,
         >;
         let mut futs: Vec<Fut<'_>> = ops
@@ -331,28 +320,52 @@ impl Pg {
                 }
             })
             .collect();
-        let mut outs: Vec<Option<std::result::Result<Outcome, tokio_postgres::Error>>> =
-            futs.iter().map(|_| None).collect();
-        // Polled in order, so the requests leave in order (each is sent on its first poll).
-        self.rt.block_on(std::future::poll_fn(|cx| {
-            let mut pending = false;
-            for (f, o) in futs.iter_mut().zip(outs.iter_mut()) {
-                if o.is_none() {
-                    match f.as_mut().poll(cx) {
-                        std::task::Poll::Ready(r) => *o = Some(r),
-                        std::task::Poll::Pending => pending = true,
-                    }
+        self.rt.block_on(in_order(&mut futs))
+    }
+}
+
+/// The connection settings of a site's database.
+pub(super) fn config(t: &PgTarget) -> Result<tokio_postgres::Config> {
+    let mut cfg: tokio_postgres::Config = t
+        .url
+        .parse()
+        .map_err(|e| Error::Other(format!("invalid database URL: {e}")))?;
+    if let Some(pw) = &t.password {
+        cfg.password(pw);
+    }
+    if cfg.get_application_name().is_none() {
+        cfg.application_name("tether-receiver");
+    }
+    cfg.connect_timeout(Duration::from_secs(15));
+    // Schema upgrades are idempotent: their "already exists" notices are noise.
+    cfg.options("-c client_min_messages=warning");
+    Ok(cfg)
+}
+
+/// Awaits every future, polling them in order, so requests leave in order (each is sent on
+/// its first poll) and all leave before the first answer is awaited: one pipeline.
+pub(super) async fn in_order<T>(
+    futs: &mut [std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + '_>>],
+) -> Vec<T> {
+    let mut outs: Vec<Option<T>> = futs.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, o) in futs.iter_mut().zip(outs.iter_mut()) {
+            if o.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(r) => *o = Some(r),
+                    std::task::Poll::Pending => pending = true,
                 }
             }
-            if pending {
-                std::task::Poll::Pending
-            } else {
-                std::task::Poll::Ready(())
-            }
-        }));
-        drop(futs);
-        outs.into_iter().flatten().collect()
-    }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    outs.into_iter().flatten().collect()
 }
 
 pub(super) fn rows(outcome: Option<Outcome>) -> Result<Vec<Row>> {
@@ -371,9 +384,9 @@ impl Pg {
 
 /// A value bound to whatever type the server inferred for its parameter.
 #[derive(Debug)]
-struct PgArg(Value);
+pub(super) struct PgArg(Value);
 
-fn pg_args(vals: &[Value]) -> Vec<PgArg> {
+pub(super) fn pg_args(vals: &[Value]) -> Vec<PgArg> {
     vals.iter().cloned().map(PgArg).collect()
 }
 

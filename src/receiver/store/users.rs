@@ -39,15 +39,32 @@ pub fn get_user(c: &Connection, name: &str) -> sql::Result<Option<User>> {
 
 /// A user and their role (None if the role is gone), read in one round trip.
 pub fn get_user_and_role(c: &Connection, name: &str) -> sql::Result<Option<(User, Option<Role>)>> {
+    let q = user_and_role_queries(name);
+    let rows = c.query_all(q.iter().map(|(s, v)| (s.as_str(), v.clone())).collect())?;
+    user_and_role(rows)
+}
+
+/// [`get_user_and_role`] awaited on the server's runtime (see [`Db::query_all`]).
+pub async fn get_user_and_role_shared(
+    db: &Db,
+    name: &str,
+) -> Result<Option<(User, Option<Role>)>, DbError> {
+    let rows = db.query_all(user_and_role_queries(name)).await?;
+    Ok(user_and_role(rows)?)
+}
+
+fn user_and_role_queries(name: &str) -> Vec<(String, Vec<sql::Value>)> {
     let user_q = format!("SELECT {USER_COLS} FROM users WHERE name=?1");
     let role_q = "SELECT name, builtin, permissions FROM roles
                   WHERE name=(SELECT role FROM users WHERE name=?1)";
-    let mut rows = c
-        .query_all(vec![
-            (&user_q, vec![sql::Value::Text(name.into())]),
-            (role_q, vec![sql::Value::Text(name.into())]),
-        ])?
-        .into_iter();
+    vec![
+        (user_q, vec![sql::Value::Text(name.into())]),
+        (role_q.into(), vec![sql::Value::Text(name.into())]),
+    ]
+}
+
+fn user_and_role(rows: Vec<Vec<sql::Row>>) -> sql::Result<Option<(User, Option<Role>)>> {
+    let mut rows = rows.into_iter();
     let (users, roles) = (
         rows.next().unwrap_or_default(),
         rows.next().unwrap_or_default(),

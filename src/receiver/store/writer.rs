@@ -3,6 +3,7 @@
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
+use super::pg_async::AsyncPg;
 use super::*;
 
 type Finisher = Box<dyn FnOnce(Result<(), String>) + Send>;
@@ -18,6 +19,8 @@ type Job = Box<dyn FnOnce(&Connection) -> (sql::JobId, Settle) + Send>;
 pub struct Db {
     loc: Location,
     readers: Arc<Mutex<Vec<Connection>>>,
+    /// PostgreSQL: the client for reads awaited on the server's runtime (see `query_all`).
+    shared_reads: Option<Arc<AsyncPg>>,
     tx: mpsc::SyncSender<Job>,
 }
 
@@ -69,8 +72,35 @@ impl Db {
         Ok(Db {
             loc: loc.clone(),
             readers: Arc::new(Mutex::new(Vec::new())),
+            shared_reads: match loc {
+                Location::Postgres(t) => Some(Arc::new(AsyncPg::new(t.clone()))),
+                Location::Sqlite(_) => None,
+            },
             tx,
         })
+    }
+
+    /// Independent reads for a request on the server's runtime, in one round trip on
+    /// PostgreSQL: there they are awaited on a client shared by all requests, so the worker
+    /// thread serves other requests meanwhile (see `pg_async`); on SQLite they run as `read`.
+    pub async fn query_all(
+        &self,
+        queries: Vec<(String, Vec<sql::Value>)>,
+    ) -> Result<Vec<Vec<sql::Row>>, DbError> {
+        let Some(pg) = &self.shared_reads else {
+            return self.read_now(|c| {
+                c.query_all(
+                    queries
+                        .iter()
+                        .map(|(q, v)| (q.as_str(), v.clone()))
+                        .collect(),
+                )
+            });
+        };
+        let started = std::time::Instant::now();
+        let r = pg.query_all(&queries).await;
+        crate::receiver::metrics::db_op(started.elapsed().as_secs_f64());
+        Ok(r?)
     }
 
     /// Runs a read-only closure on a pooled connection (blocking; call from spawn_blocking).
