@@ -8,8 +8,11 @@ use common::{make_csr, new_uuid, response, TestReceiver};
 use serde_json::{json, Value};
 
 fn pg_site(name: &str) -> TestReceiver {
-    let db = PgCluster::shared().create_db();
-    let rcv = TestReceiver::start_on(name, Some(&db), &[]);
+    pg_site_on(name, &PgCluster::shared().create_db())
+}
+
+fn pg_site_on(name: &str, db: &str) -> TestReceiver {
+    let rcv = TestReceiver::start_on(name, Some(db), &[]);
     rcv.admin_json(&["folder", "add", "/linux"]);
     rcv.admin_json(&[
         "rule",
@@ -246,5 +249,56 @@ fn writer_jobs_keep_exactly_their_own_writes() {
         } else {
             c.commit().unwrap();
         }
+    }
+}
+
+/// A database restart, a failover or an operator's `pg_terminate_backend` drops every
+/// connection a receiver holds: the requests after it open new ones instead of failing until
+/// the receiver is restarted.
+#[test]
+fn a_receiver_outlives_losing_its_database_connections() {
+    let db = PgCluster::shared().create_db();
+    let rcv = pg_site_on("pg5", &db);
+    let t = rcv.admin_json(&["token", "create", "--register-new", "--max-uses", "10"]);
+    let token = t["token"].as_str().unwrap().to_string();
+    let labels = |n: &str| json!({"role": "web", "cmk/hostname": n});
+    let before = register_new_at(&rcv, rcv.addr, &token, &new_uuid(), labels("before"));
+    assert_eq!(before, 200);
+    // A user's registration reads the user on the shared client, and the host in the writer.
+    rcv.add_user("ops", "agent_registration", "ops-secret-1");
+    rcv.add_host("old1", &[]);
+    rcv.add_host("old2", &[]);
+    let (st, body, _) = rcv.register_existing("ops", "ops-secret-1", &new_uuid(), "old1");
+    assert_eq!(st, 200, "{body}");
+    let mut admin = postgres::Client::connect(&db, postgres::NoTls).unwrap();
+    let dropped = admin
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .unwrap()
+        .len();
+    // At least the writer's, the flusher's and a reader's.
+    assert!(dropped >= 3, "{dropped} connections dropped");
+    for i in 0..3 {
+        let name = format!("after{i}");
+        let status = register_new_at(&rcv, rcv.addr, &token, &new_uuid(), labels(&name));
+        assert_eq!(
+            status, 200,
+            "registration {name} after the connections were dropped"
+        );
+    }
+    let (st, body, _) = rcv.register_existing("ops", "ops-secret-1", &new_uuid(), "old2");
+    assert_eq!(st, 200, "{body}");
+    let hosts = rcv.admin_json(&["host", "list"]);
+    let names: Vec<&str> = hosts["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|h| h["name"].as_str())
+        .collect();
+    for n in ["before", "after0", "after1", "after2"] {
+        assert!(names.contains(&n), "{n} missing from {names:?}");
     }
 }

@@ -311,7 +311,7 @@ fn query<T: serde::de::DeserializeOwned>(req: &Request) -> Result<T, AdminError>
 fn read_scoped<R: Send + 'static>(
     st: &Arc<AppState>,
     p: Principal,
-    f: impl FnOnce(
+    f: impl Fn(
         &crate::receiver::store::sql::Connection,
         &Scope,
     ) -> crate::receiver::store::sql::Result<R>,

@@ -92,6 +92,13 @@ impl Pg {
         })
     }
 
+    /// Whether the connection has ended. Its task learns of a dropped socket only while
+    /// the runtime runs; a yield lets the runtime look at the socket once.
+    pub(super) fn is_closed(&mut self) -> bool {
+        self.rt.block_on(tokio::task::yield_now());
+        self.client.is_closed()
+    }
+
     fn prepare(&mut self, sql: &str) -> Result<tokio_postgres::Statement> {
         if let Some(st) = self.cache.get(sql) {
             return Ok(st.clone());

@@ -392,6 +392,15 @@ impl Connection {
         })
     }
 
+    /// Whether the server dropped this PostgreSQL session (a restart, a failover, a
+    /// terminated backend): it never works again and must be replaced.
+    pub fn is_broken(&self) -> bool {
+        match &self.inner {
+            Inner::Sqlite(_) => false,
+            Inner::Postgres(_) => self.pg().is_closed(),
+        }
+    }
+
     /// Runs statements without parameters (schema, transaction control).
     pub fn execute_batch(&self, sql: &str) -> Result<()> {
         match &self.inner {

@@ -53,7 +53,7 @@ impl Db {
         let flusher = match loc {
             Location::Postgres(_) => {
                 let fc = open(loc)?;
-                wc.execute_batch("SET synchronous_commit = off")?;
+                wc.execute_batch(ASYNC_COMMITS)?;
                 let (ftx, frx) = mpsc::channel::<Vec<Finisher>>();
                 let floc = loc.clone();
                 std::thread::Builder::new()
@@ -65,9 +65,10 @@ impl Db {
             Location::Sqlite(_) => None,
         };
         let (tx, rx) = mpsc::sync_channel::<Job>(4096);
+        let wloc = loc.clone();
         std::thread::Builder::new()
             .name("db-writer".into())
-            .spawn(move || writer_loop(&mut wc, rx, flusher))
+            .spawn(move || writer_loop(&mut wc, &wloc, rx, flusher))
             .map_err(|e| DbError(e.to_string()))?;
         Ok(Db {
             loc: loc.clone(),
@@ -104,7 +105,7 @@ impl Db {
     }
 
     /// Runs a read-only closure on a pooled connection (blocking; call from spawn_blocking).
-    pub fn read<R>(&self, f: impl FnOnce(&Connection) -> sql::Result<R>) -> Result<R, DbError> {
+    pub fn read<R>(&self, f: impl Fn(&Connection) -> sql::Result<R>) -> Result<R, DbError> {
         // The PostgreSQL client drives its own runtime, which must not start on a thread
         // that is driving the server's: hand this worker's tasks elsewhere meanwhile.
         let in_runtime = matches!(self.loc, Location::Postgres(_))
@@ -127,30 +128,40 @@ impl Db {
 
     /// Runs one self-contained statement (atomic on its own, e.g. the scheduler's claim on
     /// PostgreSQL) on a pooled connection, outside the writer and its site-wide lock.
-    pub fn unlocked<R>(&self, f: impl FnOnce(&Connection) -> sql::Result<R>) -> Result<R, DbError> {
+    pub fn unlocked<R>(&self, f: impl Fn(&Connection) -> sql::Result<R>) -> Result<R, DbError> {
         self.read(f)
     }
 
-    fn read_now<R>(&self, f: impl FnOnce(&Connection) -> sql::Result<R>) -> Result<R, DbError> {
+    fn read_now<R>(&self, f: impl Fn(&Connection) -> sql::Result<R>) -> Result<R, DbError> {
         let started = std::time::Instant::now();
         let r = self.read_pooled(f);
         crate::receiver::metrics::db_op(started.elapsed().as_secs_f64());
         r
     }
 
-    fn read_pooled<R>(&self, f: impl FnOnce(&Connection) -> sql::Result<R>) -> Result<R, DbError> {
-        let conn = self.readers.lock().ok().and_then(|mut v| v.pop());
-        let conn = match conn {
-            Some(c) => c,
-            None => open(&self.loc)?,
-        };
-        let r = f(&conn);
-        if let Ok(mut v) = self.readers.lock() {
-            if v.len() < 16 {
-                v.push(conn);
+    /// A connection the server dropped (a restart, a failover, a terminated backend) is not
+    /// pooled again, and a read that failed on one runs once more on a new connection.
+    fn read_pooled<R>(&self, f: impl Fn(&Connection) -> sql::Result<R>) -> Result<R, DbError> {
+        let mut retried = false;
+        loop {
+            let conn = self.readers.lock().ok().and_then(|mut v| v.pop());
+            let conn = match conn {
+                Some(c) => c,
+                None => open(&self.loc)?,
+            };
+            let r = f(&conn);
+            if r.is_err() && conn.is_broken() {
+                if !retried {
+                    retried = true;
+                    continue;
+                }
+            } else if let Ok(mut v) = self.readers.lock() {
+                if v.len() < 16 {
+                    v.push(conn);
+                }
             }
+            return Ok(r?);
         }
-        Ok(r?)
     }
 
     /// Runs `f` inside the writer's current transaction, isolated by a savepoint: an `Err`
@@ -213,24 +224,50 @@ fn flusher_loop(mut c: Connection, loc: &Location, rx: mpsc::Receiver<Vec<Finish
         while let Ok(more) = rx.try_recv() {
             waiting.extend(more);
         }
-        let r = c
-            .execute_batch(&flush)
-            .map_err(|e| format!("waiting for the commit to reach disk: {e}"));
+        let mut r = c.execute_batch(&flush);
         if r.is_err() {
             let _ = c.execute_batch("ROLLBACK");
-            // A broken connection is replaced for the next batch.
-            if let Ok(n) = open(loc) {
-                c = n;
+            // A dropped connection is replaced, and the flush waited for on the new one:
+            // its commit record, too, lies after every commit of the batch.
+            if c.is_broken() {
+                if let Ok(n) = open(loc) {
+                    c = n;
+                    r = c.execute_batch(&flush);
+                }
             }
         }
+        let r = r.map_err(|e| format!("waiting for the commit to reach disk: {e}"));
         for f in waiting {
             f(r.clone());
         }
     }
 }
 
+/// The writer's PostgreSQL setting (see `Db::open`).
+const ASYNC_COMMITS: &str = "SET synchronous_commit = off";
+
+/// Replaces a writer connection the server dropped (a restart, a failover, a terminated
+/// backend), so the writes after it go through instead of failing until a restart.
+fn renew_writer(c: &mut Connection, loc: &Location) {
+    if !c.is_broken() {
+        return;
+    }
+    let fresh = open(loc).and_then(|n| match loc {
+        Location::Postgres(_) => n.execute_batch(ASYNC_COMMITS).map(|_| n),
+        Location::Sqlite(_) => Ok(n),
+    });
+    match fresh {
+        Ok(n) => {
+            tracing::warn!("the database closed the writer's connection; reconnected");
+            *c = n;
+        }
+        Err(e) => tracing::error!("the database closed the writer's connection: {e}"),
+    }
+}
+
 fn writer_loop(
     c: &mut Connection,
+    loc: &Location,
     rx: mpsc::Receiver<Job>,
     flusher: Option<mpsc::Sender<Vec<Finisher>>>,
 ) {
@@ -250,6 +287,7 @@ fn writer_loop(
             if begin.is_ok() {
                 break;
             }
+            renew_writer(c, loc);
             begin = c.begin_write();
         }
         if let Err(e) = begin {
@@ -280,6 +318,7 @@ fn writer_loop(
         }
         if commit.is_err() {
             let _ = c.rollback();
+            renew_writer(c, loc);
         }
         crate::receiver::metrics::db_op(started.elapsed().as_secs_f64());
         match (&flusher, &commit) {
