@@ -415,6 +415,86 @@ fn concurrent_registrations_lose_nothing() {
     assert_eq!(ok, 50);
 }
 
+/// Registrations racing for one host or one UUID keep the identity lock exact, however the
+/// writer groups them into batches (a batch's leading jobs read before it starts, see
+/// `store::Prefetch`): one wins; with the re-register permission each takes the host over in
+/// turn and exactly one registration stays live.
+#[test]
+fn racing_registrations_keep_the_identity_lock() {
+    let r = TestReceiver::start("race");
+    r.add_user("reg", "agent_registration", "pw");
+    r.add_user("adm", "admin", "pw");
+    for i in 0..3 {
+        r.add_host(&format!("contested{i}"), &[]);
+    }
+    r.add_host("taken-over", &[]);
+    for i in 0..24 {
+        r.add_host(&format!("spot{i}"), &[]);
+    }
+    let race = |user: &'static str, targets: Vec<(String, String)>| -> Vec<u16> {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = targets
+                .iter()
+                .map(|(uuid, host)| {
+                    let r = &r;
+                    s.spawn(move || r.register_existing(user, "pw", uuid, host).0)
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        })
+    };
+    let live_of = |host: &str| -> Vec<String> {
+        let regs = r.admin_json(&["registrations", "list", "--host", host]);
+        regs["registrations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|x| x["state"] == "live")
+            .map(|x| x["uuid"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let won = |st: &[u16]| st.iter().filter(|s| **s == 200).count();
+    // Credentials verified once (argon2) are cached: the racers then reach the writer together.
+    for (user, host) in [("reg", "warm-reg"), ("adm", "warm-adm")] {
+        r.add_host(host, &[]);
+        assert_eq!(r.register_existing(user, "pw", &new_uuid(), host).0, 200);
+    }
+
+    // One host, 24 UUIDs: one wins, the rest meet the identity lock (three rounds, so
+    // that some batch surely holds several of them).
+    for i in 0..3 {
+        let host = format!("contested{i}");
+        let st = race("reg", (0..24).map(|_| (new_uuid(), host.clone())).collect());
+        assert_eq!(won(&st), 1, "{st:?}");
+        assert!(st.iter().all(|s| *s == 200 || *s == 409), "{st:?}");
+        assert_eq!(live_of(&host).len(), 1);
+    }
+
+    // One UUID, 24 hosts: it ends up registered for exactly one of them.
+    let uuid = new_uuid();
+    let st = race(
+        "reg",
+        (0..24)
+            .map(|i| (uuid.clone(), format!("spot{i}")))
+            .collect(),
+    );
+    assert_eq!(won(&st), 1, "{st:?}");
+    let holders: Vec<String> = (0..24)
+        .map(|i| format!("spot{i}"))
+        .filter(|h| live_of(h).contains(&uuid))
+        .collect();
+    assert_eq!(holders.len(), 1, "{holders:?}");
+
+    // With the re-register permission every registration takes the host over in turn: all
+    // succeed, and only the last one stays live.
+    let st = race(
+        "adm",
+        (0..24).map(|_| (new_uuid(), "taken-over".into())).collect(),
+    );
+    assert_eq!(won(&st), 24, "{st:?}");
+    assert_eq!(live_of("taken-over").len(), 1);
+}
+
 /// The verified-credential cache never outlives a password change or a deleted user.
 #[test]
 fn password_change_takes_effect_at_once() {

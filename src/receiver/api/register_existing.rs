@@ -99,15 +99,19 @@ async fn register_existing_inner(
     let issued = csr_and_sign(st, &r.csr, &r.uuid)?;
     let site = st.site.clone();
     let audit = a.clone();
+    let prefetch = store::registration_prefetch(&r.host_name, &r.uuid);
     let mode = st
         .db
-        .write(move |c| -> ApiResult<ConnectionMode> {
+        .write_prefetched(prefetch, move |c, pre| -> ApiResult<ConnectionMode> {
             let now = store::now();
             let store::RegistrationContext {
                 host,
                 of_uuid,
                 of_host,
-            } = store::registration_context(c, &r.host_name, &r.uuid)?;
+            } = match pre {
+                Some(rows) => store::registration_context_of(rows, &r.host_name, &r.uuid)?,
+                None => store::registration_context(c, &r.host_name, &r.uuid)?,
+            };
             let may_reregister = match &who {
                 Who::User(p) => {
                     let allowed = match &host {

@@ -152,17 +152,29 @@ impl Pg {
             .collect()
     }
 
-    pub(super) fn begin_write(&mut self) -> Result<()> {
+    /// Begins the write transaction and, in the same round trip, runs `reads` under its lock.
+    pub(super) fn begin_write(&mut self, reads: &[(String, Vec<Value>)]) -> Result<Vec<Vec<Row>>> {
         // Left over only if a job panicked half-way (the writer then rolled back).
         self.job = 0;
         self.queued.clear();
         self.failed.clear();
-        let begin = format!("BEGIN; SELECT pg_advisory_xact_lock({PG_WRITE_LOCK})");
-        if let Err(e) = self.simple(&begin) {
-            let _ = self.simple("ROLLBACK");
-            return Err(e);
+        let mut ops = vec![Op::Simple(format!(
+            "BEGIN; SELECT pg_advisory_xact_lock({PG_WRITE_LOCK})"
+        ))];
+        for (sql, vals) in reads {
+            ops.push(Op::Query(self.prepare(sql)?, vals.clone()));
         }
-        Ok(())
+        match self.pipeline(ops) {
+            Ok(outcomes) => outcomes
+                .into_iter()
+                .skip(1)
+                .map(|o| rows(Some(o)))
+                .collect(),
+            Err(e) => {
+                let _ = self.simple("ROLLBACK");
+                Err(e)
+            }
+        }
     }
 
     /// COMMIT of a transaction that an error aborted rolls back without an error of its own:

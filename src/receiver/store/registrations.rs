@@ -60,17 +60,51 @@ pub fn registration_context(
     host: &str,
     uuid: &str,
 ) -> sql::Result<RegistrationContext> {
-    let host_q = format!("SELECT {HOST_COLS} FROM hosts WHERE name=?1");
-    let regs_q = format!("{REG_SELECT} WHERE r.uuid=?1 OR r.host=?2 ORDER BY r.registered_at");
-    let mut rows = c
-        .query_all(vec![
-            (&host_q, vec![sql::Value::Text(host.into())]),
-            (
-                &regs_q,
-                vec![sql::Value::Text(uuid.into()), sql::Value::Text(host.into())],
-            ),
-        ])?
-        .into_iter();
+    let reads = registration_reads(host, uuid);
+    let rows = c.query_all(reads.iter().map(|(q, v)| (q.as_str(), v.clone())).collect())?;
+    registration_context_of(rows, host, uuid)
+}
+
+/// [`registration_context`]'s reads for [`Db::write_prefetched`]. The keys are the host, the
+/// UUID and every host and UUID of the registrations read: all a registration job reads or
+/// changes (its registration, the ones it revokes, their certificates).
+pub fn registration_prefetch(host: &str, uuid: &str) -> Prefetch {
+    let (h, u) = (host.to_string(), uuid.to_string());
+    Prefetch {
+        reads: registration_reads(host, uuid),
+        keys: Box::new(move |rows| {
+            let mut keys = vec![format!("host:{h}"), format!("uuid:{u}")];
+            for r in rows.get(1).into_iter().flatten() {
+                if let Ok(reg) = reg_row(r) {
+                    keys.push(format!("host:{}", reg.host));
+                    keys.push(format!("uuid:{}", reg.uuid));
+                }
+            }
+            keys
+        }),
+    }
+}
+
+fn registration_reads(host: &str, uuid: &str) -> Vec<(String, Vec<sql::Value>)> {
+    vec![
+        (
+            format!("SELECT {HOST_COLS} FROM hosts WHERE name=?1"),
+            vec![sql::Value::Text(host.into())],
+        ),
+        (
+            format!("{REG_SELECT} WHERE r.uuid=?1 OR r.host=?2 ORDER BY r.registered_at"),
+            vec![sql::Value::Text(uuid.into()), sql::Value::Text(host.into())],
+        ),
+    ]
+}
+
+/// [`registration_context`] from the rows of its reads.
+pub fn registration_context_of(
+    rows: Prefetched,
+    host: &str,
+    uuid: &str,
+) -> sql::Result<RegistrationContext> {
+    let mut rows = rows.into_iter();
     let (hosts, regs) = (
         rows.next().unwrap_or_default(),
         rows.next().unwrap_or_default(),

@@ -411,9 +411,25 @@ impl Connection {
 
     /// Starts the one write transaction the site allows at a time.
     pub fn begin_write(&self) -> Result<()> {
+        self.begin_write_reading(&[]).map(|_| ())
+    }
+
+    /// [`Connection::begin_write`], then `reads` inside the transaction: on PostgreSQL in the
+    /// same round trip as BEGIN and the lock.
+    pub fn begin_write_reading(&self, reads: &[(String, Vec<Value>)]) -> Result<Vec<Vec<Row>>> {
         match &self.inner {
-            Inner::Sqlite(c) => Ok(c.execute_batch("BEGIN IMMEDIATE")?),
-            Inner::Postgres(_) => self.pg().begin_write(),
+            Inner::Sqlite(c) => {
+                c.execute_batch("BEGIN IMMEDIATE")?;
+                let r: Result<Vec<Vec<Row>>> = reads
+                    .iter()
+                    .map(|(sql, vals)| self.query(sql, vals.clone()))
+                    .collect();
+                if r.is_err() {
+                    let _ = c.execute_batch("ROLLBACK");
+                }
+                r
+            }
+            Inner::Postgres(_) => self.pg().begin_write(reads),
         }
     }
 

@@ -10,7 +10,29 @@ type Finisher = Box<dyn FnOnce(Result<(), String>) + Send>;
 /// Turns a job's result into its finisher once the job's fate is known: on PostgreSQL a
 /// write it queued may still fail it after it returned (see `Connection::job`).
 type Settle = Box<dyn FnOnce(Option<sql::Error>) -> Finisher + Send>;
-type Job = Box<dyn FnOnce(&Connection) -> (sql::JobId, Settle) + Send>;
+type Run = Box<dyn FnOnce(&Connection, Option<Prefetched>) -> (sql::JobId, Settle) + Send>;
+
+struct Job {
+    prefetch: Option<Prefetch>,
+    run: Run,
+}
+
+/// The rows of each of a [`Prefetch`]'s reads.
+pub type Prefetched = Vec<Vec<sql::Row>>;
+
+/// See [`Prefetch::keys`].
+pub type KeysOf = Box<dyn Fn(&[Vec<sql::Row>]) -> Vec<String> + Send>;
+
+/// Reads a write job has done when its batch begins: on PostgreSQL the reads of all the
+/// batch's leading jobs go out with BEGIN and the lock, in one round trip, instead of one
+/// round trip per job under the lock.
+pub struct Prefetch {
+    pub reads: Vec<(String, Vec<sql::Value>)>,
+    /// The keys (e.g. `host:NAME`) of every row the job may read or write, given what its
+    /// reads returned. A job gets its rows only while its keys are disjoint from those of
+    /// every job before it in the batch: then none of their writes can have changed them.
+    pub keys: KeysOf,
+}
 
 /// Read connections for the server (WAL readers never block the writer) and one writer
 /// thread that commits batches of jobs in a single transaction: each fsync then covers many
@@ -174,9 +196,35 @@ impl Db {
         R: Send + 'static,
         E: Send + 'static + From<sql::Error>,
     {
+        self.submit(None, move |c, _| f(c)).await
+    }
+
+    /// [`Db::write`] for a job that reads `prefetch` first: `f` gets their rows, or `None`
+    /// when it must read them itself (another job of the batch came first, see [`Prefetch`]).
+    pub async fn write_prefetched<R, E>(
+        &self,
+        prefetch: Prefetch,
+        f: impl FnOnce(&Connection, Option<Prefetched>) -> Result<R, E> + Send + 'static,
+    ) -> Result<Result<R, E>, DbError>
+    where
+        R: Send + 'static,
+        E: Send + 'static + From<sql::Error>,
+    {
+        self.submit(Some(prefetch), f).await
+    }
+
+    async fn submit<R, E>(
+        &self,
+        prefetch: Option<Prefetch>,
+        f: impl FnOnce(&Connection, Option<Prefetched>) -> Result<R, E> + Send + 'static,
+    ) -> Result<Result<R, E>, DbError>
+    where
+        R: Send + 'static,
+        E: Send + 'static + From<sql::Error>,
+    {
         let (otx, orx) = tokio::sync::oneshot::channel();
-        let job: Job = Box::new(move |c: &Connection| {
-            let (id, result) = c.job(f);
+        let run: Run = Box::new(move |c: &Connection, pre: Option<Prefetched>| {
+            let (id, result) = c.job(|c| f(c, pre));
             let settle: Settle = Box::new(move |failed: Option<sql::Error>| {
                 let result = match failed {
                     Some(e) => Err(E::from(e)),
@@ -188,6 +236,7 @@ impl Db {
             });
             (id, settle)
         });
+        let job = Job { prefetch, run };
         // Never block the async worker: a full queue means overload, reported as such.
         self.tx.try_send(job).map_err(|e| match e {
             mpsc::TrySendError::Full(_) => DbError(OVERLOADED.into()),
@@ -282,28 +331,43 @@ fn writer_loop(
         }
         let started = std::time::Instant::now();
         let mut finishers = Vec::with_capacity(jobs.len());
-        let mut begin = c.begin_write();
+        // The leading jobs' reads go with BEGIN (see `Prefetch`).
+        let lead = jobs.iter().take_while(|j| j.prefetch.is_some()).count();
+        let prefetches: Vec<Prefetch> = jobs[..lead]
+            .iter_mut()
+            .filter_map(|j| j.prefetch.take())
+            .collect();
+        let reads: Vec<(String, Vec<sql::Value>)> = prefetches
+            .iter()
+            .flat_map(|p| p.reads.iter().cloned())
+            .collect();
+        let mut begin = c.begin_write_reading(&reads);
         for _ in 0..3 {
             if begin.is_ok() {
                 break;
             }
             renew_writer(c, loc);
-            begin = c.begin_write();
+            begin = c.begin_write_reading(&reads);
         }
-        if let Err(e) = begin {
-            // Another process held the lock beyond busy_timeout several times: fail this batch
-            // (dropping a job closes its channel, and its caller reports the database as
-            // unavailable), and keep serving.
-            tracing::error!("database busy, dropping {} writes: {e}", jobs.len());
-            continue;
-        }
+        let rows = match begin {
+            Ok(rows) => rows,
+            Err(e) => {
+                // Another process held the lock beyond busy_timeout several times: fail this
+                // batch (dropping a job closes its channel, and its caller reports the
+                // database as unavailable), and keep serving.
+                tracing::error!("database busy, dropping {} writes: {e}", jobs.len());
+                continue;
+            }
+        };
+        let mut handed = hand_out(&prefetches, rows).into_iter();
         let mut panicked = false;
         let mut settles = Vec::with_capacity(jobs.len());
         for j in jobs {
             // A panicking job (a bug) must not take the writer thread down with it: its
             // caller sees the database as unavailable, and the batch is rolled back so no
             // half-done job is committed.
-            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| j(c))) {
+            let pre = handed.next().flatten();
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (j.run)(c, pre))) {
                 Ok(s) => settles.push(s),
                 Err(_) => panicked = true,
             }
@@ -335,5 +399,62 @@ fn writer_loop(
                 }
             }
         }
+    }
+}
+
+/// Each leading job's rows of the batch's prefetched `rows`, in order, as long as its keys
+/// are disjoint from those of every job before it; from the first overlap on, `None` (those
+/// jobs read for themselves and see the writes before them).
+fn hand_out(prefetches: &[Prefetch], rows: Prefetched) -> Vec<Option<Prefetched>> {
+    let mut seen = std::collections::HashSet::new();
+    let mut rows = rows.into_iter();
+    let mut clear = true;
+    prefetches
+        .iter()
+        .map(|p| {
+            let mine: Prefetched = rows.by_ref().take(p.reads.len()).collect();
+            if !clear || mine.len() != p.reads.len() {
+                clear = false;
+                return None;
+            }
+            let keys = (p.keys)(&mine);
+            clear = keys.iter().all(|k| !seen.contains(k));
+            seen.extend(keys);
+            clear.then_some(mine)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn asking(keys: &'static [&'static str]) -> Prefetch {
+        Prefetch {
+            reads: vec![("SELECT 1".into(), Vec::new())],
+            keys: Box::new(move |_| keys.iter().map(|k| k.to_string()).collect()),
+        }
+    }
+
+    #[test]
+    fn rows_are_handed_out_until_the_first_overlap() {
+        let ps = [
+            asking(&["host:a", "uuid:1"]),
+            asking(&["host:b", "uuid:2"]),
+            asking(&["host:c", "uuid:1"]),
+            asking(&["host:d", "uuid:4"]),
+        ];
+        let rows: Prefetched = (0..4)
+            .map(|i| vec![sql::Row::new(vec![sql::Value::Int(i)])])
+            .collect();
+        let got = hand_out(&ps, rows);
+        let firsts: Vec<Option<i64>> = got
+            .iter()
+            .map(|p| p.as_ref().map(|r| r[0][0].get::<_, i64>(0).unwrap()))
+            .collect();
+        // The third overlaps the first (uuid:1); the fourth follows it and must read itself.
+        assert_eq!(firsts, [Some(0), Some(1), None, None]);
+        // Fewer rows than reads (a failed batch start) hands out nothing.
+        assert!(hand_out(&ps[..1], Vec::new()).iter().all(Option::is_none));
     }
 }
