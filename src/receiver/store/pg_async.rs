@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use super::pg_session::{config, from_pg_row, in_order, pg_args};
-use super::sql::{pg_sql, Error, PgTarget, Result, Row, Value};
+use super::sql::{pg_sql, PgTarget, Result, Row, Value};
 
 pub(super) struct AsyncPg {
     target: PgTarget,
@@ -38,7 +38,7 @@ impl AsyncPg {
     ) -> Result<Vec<Vec<Row>>> {
         let session = self.session().await?;
         match session.query_all(queries).await {
-            Err(Error::Postgres(e)) if e.is_closed() || session.client.is_closed() => {
+            Err(e) if e.is_connection_lost() || session.client.is_closed() => {
                 self.forget(&session);
                 self.session().await?.query_all(queries).await
             }

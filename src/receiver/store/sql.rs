@@ -85,6 +85,21 @@ fn pg_text(e: &tokio_postgres::Error) -> String {
 }
 
 impl Error {
+    /// The server ended the session (shutdown, a terminated backend) or the connection broke:
+    /// nothing more works on it.
+    pub fn is_connection_lost(&self) -> bool {
+        match self {
+            Error::Postgres(e) => {
+                e.is_closed()
+                    || e.code().is_some_and(|c| {
+                        let c = c.code();
+                        c.starts_with("57P") || c.starts_with("08")
+                    })
+            }
+            _ => false,
+        }
+    }
+
     /// A unique or primary key violation (another receiver inserted the same row first).
     pub fn is_unique_violation(&self) -> bool {
         match self {

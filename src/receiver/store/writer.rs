@@ -172,7 +172,11 @@ impl Db {
                 None => open(&self.loc)?,
             };
             let r = f(&conn);
-            if r.is_err() && conn.is_broken() {
+            let lost = match &r {
+                Err(e) => e.is_connection_lost() || conn.is_broken(),
+                Ok(_) => false,
+            };
+            if lost {
                 if !retried {
                     retried = true;
                     continue;
@@ -274,11 +278,12 @@ fn flusher_loop(mut c: Connection, loc: &Location, rx: mpsc::Receiver<Vec<Finish
             waiting.extend(more);
         }
         let mut r = c.execute_batch(&flush);
-        if r.is_err() {
+        if let Err(e) = &r {
+            let lost = e.is_connection_lost();
             let _ = c.execute_batch("ROLLBACK");
             // A dropped connection is replaced, and the flush waited for on the new one:
             // its commit record, too, lies after every commit of the batch.
-            if c.is_broken() {
+            if lost || c.is_broken() {
                 if let Ok(n) = open(loc) {
                     c = n;
                     r = c.execute_batch(&flush);
@@ -297,8 +302,8 @@ const ASYNC_COMMITS: &str = "SET synchronous_commit = off";
 
 /// Replaces a writer connection the server dropped (a restart, a failover, a terminated
 /// backend), so the writes after it go through instead of failing until a restart.
-fn renew_writer(c: &mut Connection, loc: &Location) {
-    if !c.is_broken() {
+fn renew_writer(c: &mut Connection, loc: &Location, failure: Option<&sql::Error>) {
+    if !failure.is_some_and(sql::Error::is_connection_lost) && !c.is_broken() {
         return;
     }
     let fresh = open(loc).and_then(|n| match loc {
@@ -343,10 +348,8 @@ fn writer_loop(
             .collect();
         let mut begin = c.begin_write_reading(&reads);
         for _ in 0..3 {
-            if begin.is_ok() {
-                break;
-            }
-            renew_writer(c, loc);
+            let Err(e) = &begin else { break };
+            renew_writer(c, loc, Some(e));
             begin = c.begin_write_reading(&reads);
         }
         let rows = match begin {
@@ -382,7 +385,7 @@ fn writer_loop(
         }
         if commit.is_err() {
             let _ = c.rollback();
-            renew_writer(c, loc);
+            renew_writer(c, loc, None);
         }
         crate::receiver::metrics::db_op(started.elapsed().as_secs_f64());
         match (&flusher, &commit) {
