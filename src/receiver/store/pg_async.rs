@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use super::pg_session::{config, from_pg_row, in_order, pg_args};
+use super::pg_session::{arg_refs, config, from_pg_row, in_order, pg_args, Answer};
 use super::sql::{pg_sql, PgTarget, Result, Row, Value};
 
 pub(super) struct AsyncPg {
@@ -109,24 +109,12 @@ impl Session {
             statements.push(self.statement(sql).await?);
         }
         let args: Vec<_> = queries.iter().map(|(_, v)| pg_args(v)).collect();
-        type Fut<'a> = std::pin::Pin<
-            Box<
-                dyn std::future::Future<
-                        Output = std::result::Result<
-                            Vec<tokio_postgres::Row>,
-                            tokio_postgres::Error,
-                        >,
-                    > + Send
-                    + 'a,
-            >,
-        >;
         let client = &self.client;
-        let mut futs: Vec<Fut<'_>> = statements
+        let mut futs: Vec<Answer<'_, Vec<tokio_postgres::Row>>> = statements
             .iter()
             .zip(&args)
-            .map(|(st, a)| -> Fut<'_> {
-                let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-                    a.iter().map(|x| x as _).collect();
+            .map(|(st, a)| -> Answer<'_, Vec<tokio_postgres::Row>> {
+                let refs = arg_refs(a);
                 Box::pin(async move { client.query(st, &refs).await })
             })
             .collect();

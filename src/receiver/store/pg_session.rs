@@ -310,20 +310,11 @@ impl Pg {
             })
             .collect();
         let client = &self.client;
-        type Fut<'a> = std::pin::Pin<
-            Box<
-                dyn std::future::Future<
-                        Output = std::result::Result<Outcome, tokio_postgres::Error>,
-                    > + Send
-                    + 'a,
-            >,
-        >;
-        let mut futs: Vec<Fut<'_>> = ops
+        let mut futs: Vec<Answer<'_, Outcome>> = ops
             .iter()
             .zip(&args)
-            .map(|(q, a)| -> Fut<'_> {
-                let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-                    a.iter().map(|x| x as _).collect();
+            .map(|(q, a)| -> Answer<'_, Outcome> {
+                let refs = arg_refs(a);
                 match &q.op {
                     Op::Simple(sql) => {
                         Box::pin(
@@ -341,6 +332,18 @@ impl Pg {
             .collect();
         self.rt.block_on(in_order(&mut futs))
     }
+}
+
+/// A request's answer on its way back.
+pub(super) type Answer<'a, T> = std::pin::Pin<
+    Box<
+        dyn std::future::Future<Output = std::result::Result<T, tokio_postgres::Error>> + Send + 'a,
+    >,
+>;
+
+/// Arguments as tokio-postgres takes them.
+pub(super) fn arg_refs(args: &[PgArg]) -> Vec<&(dyn tokio_postgres::types::ToSql + Sync)> {
+    args.iter().map(|x| x as _).collect()
 }
 
 /// The connection settings of a site's database.
