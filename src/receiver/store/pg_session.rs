@@ -138,17 +138,18 @@ impl Pg {
     }
 
     /// The rows of each query, all sent in one pipeline.
-    pub(super) fn query_all(&mut self, queries: Vec<(&str, Vec<Value>)>) -> Result<Vec<Vec<Row>>> {
-        let mut ops = Vec::with_capacity(queries.len());
-        for (sql, vals) in queries {
-            ops.push(Op::Query(self.prepare(sql)?, vals));
-        }
+    pub(super) fn query_all(&mut self, queries: &[(String, Vec<Value>)]) -> Result<Vec<Vec<Row>>> {
+        let ops = self.query_ops(queries)?;
         self.pipeline(ops)?
             .into_iter()
-            .map(|o| match o {
-                Outcome::Rows(rows) => rows.iter().map(from_pg_row).collect(),
-                _ => Ok(Vec::new()),
-            })
+            .map(|o| rows(Some(o)))
+            .collect()
+    }
+
+    fn query_ops(&mut self, queries: &[(String, Vec<Value>)]) -> Result<Vec<Op>> {
+        queries
+            .iter()
+            .map(|(sql, vals)| Ok(Op::Query(self.prepare(sql)?, vals.clone())))
             .collect()
     }
 
@@ -161,9 +162,7 @@ impl Pg {
         let mut ops = vec![Op::Simple(format!(
             "BEGIN; SELECT pg_advisory_xact_lock({PG_WRITE_LOCK})"
         ))];
-        for (sql, vals) in reads {
-            ops.push(Op::Query(self.prepare(sql)?, vals.clone()));
-        }
+        ops.extend(self.query_ops(reads)?);
         match self.pipeline(ops) {
             Ok(outcomes) => outcomes
                 .into_iter()

@@ -60,8 +60,7 @@ pub fn registration_context(
     host: &str,
     uuid: &str,
 ) -> sql::Result<RegistrationContext> {
-    let reads = registration_reads(host, uuid);
-    let rows = c.query_all(reads.iter().map(|(q, v)| (q.as_str(), v.clone())).collect())?;
+    let rows = c.query_all(&registration_reads(host, uuid))?;
     registration_context_of(rows, host, uuid)
 }
 

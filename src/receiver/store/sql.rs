@@ -435,10 +435,7 @@ impl Connection {
         match &self.inner {
             Inner::Sqlite(c) => {
                 c.execute_batch("BEGIN IMMEDIATE")?;
-                let r: Result<Vec<Vec<Row>>> = reads
-                    .iter()
-                    .map(|(sql, vals)| self.query(sql, vals.clone()))
-                    .collect();
+                let r = self.query_all(reads);
                 if r.is_err() {
                     let _ = c.execute_batch("ROLLBACK");
                 }
@@ -566,11 +563,11 @@ impl Connection {
 
     /// Several independent queries in one round trip on PostgreSQL (one after the other on
     /// SQLite): the rows of each.
-    pub fn query_all(&self, queries: Vec<(&str, Vec<Value>)>) -> Result<Vec<Vec<Row>>> {
+    pub fn query_all(&self, queries: &[(String, Vec<Value>)]) -> Result<Vec<Vec<Row>>> {
         match &self.inner {
             Inner::Sqlite(_) => queries
-                .into_iter()
-                .map(|(sql, vals)| self.query(sql, vals))
+                .iter()
+                .map(|(sql, vals)| self.query(sql, vals.clone()))
                 .collect(),
             Inner::Postgres(_) => self.pg().query_all(queries),
         }

@@ -39,9 +39,7 @@ pub fn get_user(c: &Connection, name: &str) -> sql::Result<Option<User>> {
 
 /// A user and their role (None if the role is gone), read in one round trip.
 pub fn get_user_and_role(c: &Connection, name: &str) -> sql::Result<Option<(User, Option<Role>)>> {
-    let q = user_and_role_queries(name);
-    let rows = c.query_all(q.iter().map(|(s, v)| (s.as_str(), v.clone())).collect())?;
-    user_and_role(rows)
+    user_and_role(c.query_all(&user_and_role_queries(name))?)
 }
 
 /// [`get_user_and_role`] awaited on the server's runtime (see [`Db::query_all`]).

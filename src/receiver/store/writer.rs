@@ -66,8 +66,9 @@ impl From<sql::Error> for DbError {
 
 impl Db {
     pub fn open(loc: &Location) -> Result<Db, DbError> {
-        let mut wc = open(loc)?;
+        let wc = open(loc)?;
         migrate(&wc)?;
+        let mut wc = as_writer(wc, loc)?;
         // PostgreSQL: the writer's commits return before their WAL is flushed, so it goes on
         // with the next batch (under the advisory lock) while a flusher connection waits for
         // the flush; nobody is answered before that (see `flusher_loop`). Durability is
@@ -75,7 +76,6 @@ impl Db {
         let flusher = match loc {
             Location::Postgres(_) => {
                 let fc = open(loc)?;
-                wc.execute_batch(ASYNC_COMMITS)?;
                 let (ftx, frx) = mpsc::channel::<Vec<Finisher>>();
                 let floc = loc.clone();
                 std::thread::Builder::new()
@@ -111,14 +111,7 @@ impl Db {
         queries: Vec<(String, Vec<sql::Value>)>,
     ) -> Result<Vec<Vec<sql::Row>>, DbError> {
         let Some(pg) = &self.shared_reads else {
-            return self.read_now(|c| {
-                c.query_all(
-                    queries
-                        .iter()
-                        .map(|(q, v)| (q.as_str(), v.clone()))
-                        .collect(),
-                )
-            });
+            return self.read_now(|c| c.query_all(&queries));
         };
         let started = std::time::Instant::now();
         let r = pg.query_all(&queries).await;
@@ -297,8 +290,14 @@ fn flusher_loop(mut c: Connection, loc: &Location, rx: mpsc::Receiver<Vec<Finish
     }
 }
 
-/// The writer's PostgreSQL setting (see `Db::open`).
-const ASYNC_COMMITS: &str = "SET synchronous_commit = off";
+/// `c` set up as the writer's connection: on PostgreSQL its commits do not wait for the WAL
+/// flush (the flusher does, see `Db::open`).
+fn as_writer(c: Connection, loc: &Location) -> sql::Result<Connection> {
+    if let Location::Postgres(_) = loc {
+        c.execute_batch("SET synchronous_commit = off")?;
+    }
+    Ok(c)
+}
 
 /// Replaces a writer connection the server dropped (a restart, a failover, a terminated
 /// backend), so the writes after it go through instead of failing until a restart.
@@ -306,11 +305,7 @@ fn renew_writer(c: &mut Connection, loc: &Location, failure: Option<&sql::Error>
     if !failure.is_some_and(sql::Error::is_connection_lost) && !c.is_broken() {
         return;
     }
-    let fresh = open(loc).and_then(|n| match loc {
-        Location::Postgres(_) => n.execute_batch(ASYNC_COMMITS).map(|_| n),
-        Location::Sqlite(_) => Ok(n),
-    });
-    match fresh {
+    match open(loc).and_then(|n| as_writer(n, loc)) {
         Ok(n) => {
             tracing::warn!("the database closed the writer's connection; reconnected");
             *c = n;
