@@ -259,11 +259,22 @@ fn writer_jobs_keep_exactly_their_own_writes() {
 fn a_receiver_outlives_losing_its_database_connections() {
     let db = PgCluster::shared().create_db();
     let rcv = pg_site_on("pg5", &db);
-    let t = rcv.admin_json(&["token", "create", "--register-new", "--max-uses", "10"]);
+    let t = rcv.admin_json(&["token", "create", "--register-new", "--max-uses", "20"]);
     let token = t["token"].as_str().unwrap().to_string();
     let labels = |n: &str| json!({"role": "web", "cmk/hostname": n});
     let before = register_new_at(&rcv, rcv.addr, &token, &new_uuid(), labels("before"));
     assert_eq!(before, 200);
+    // Concurrent requests leave several read connections in the pool, all dropped below.
+    std::thread::scope(|s| {
+        for i in 0..8 {
+            let (rcv, token, labels) = (&rcv, &token, &labels);
+            s.spawn(move || {
+                let name = format!("busy{i}");
+                let st = register_new_at(rcv, rcv.addr, token, &new_uuid(), labels(&name));
+                assert_eq!(st, 200, "{name}");
+            });
+        }
+    });
     // A user's registration reads the user on the shared client, and the host in the writer.
     rcv.add_user("ops", "agent_registration", "ops-secret-1");
     rcv.add_host("old1", &[]);

@@ -154,13 +154,18 @@ impl Db {
         r
     }
 
-    /// A connection the server dropped (a restart, a failover, a terminated backend) is not
-    /// pooled again, and a read that failed on one runs once more on a new connection.
+    /// A read that failed because the server dropped its connection (a restart, a failover,
+    /// a terminated backend) runs once more on a new connection. The pool is emptied then:
+    /// its other sessions have most likely been dropped alike, and a second pooled one would
+    /// fail the retry too.
     fn read_pooled<R>(&self, f: impl Fn(&Connection) -> sql::Result<R>) -> Result<R, DbError> {
         let mut retried = false;
         loop {
-            let conn = self.readers.lock().ok().and_then(|mut v| v.pop());
-            let conn = match conn {
+            let pooled = match retried {
+                false => self.readers.lock().ok().and_then(|mut v| v.pop()),
+                true => None,
+            };
+            let conn = match pooled {
                 Some(c) => c,
                 None => open(&self.loc)?,
             };
@@ -172,6 +177,8 @@ impl Db {
             if lost {
                 if !retried {
                     retried = true;
+                    let stale = self.readers.lock().map(|mut v| std::mem::take(&mut *v));
+                    drop(stale);
                     continue;
                 }
             } else if let Ok(mut v) = self.readers.lock() {
