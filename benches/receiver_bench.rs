@@ -6,6 +6,7 @@
 //! `serve` processes on the same database, the clients split across them;
 //! BENCH_PG_RTT_US=500 reaches PostgreSQL over TCP through a relay that adds that much
 //! round-trip time, as a database on another host would;
+//! BENCH_PG_TCP=1 reaches it over TCP on loopback instead of its unix socket;
 //! BENCH_RECEIVER_BIN=PATH runs another build of tether-receiver instead of this one).
 mod support;
 use std::process::{Command, Stdio};
@@ -43,10 +44,13 @@ fn main() {
         println!("PostgreSQL over TCP through a relay adding {rtt_us} µs round-trip time");
         delay_proxy(cluster.port, Duration::from_micros(rtt_us as u64 / 2))
     });
+    // BENCH_PG_TCP=1: over TCP on loopback rather than the cluster's unix socket.
+    let tcp = std::env::var("BENCH_PG_TCP").is_ok_and(|v| !v.is_empty() && v != "0");
     let create = || {
         let db = cluster.create_db();
         match proxy {
             Some(port) => via_port(&db, port),
+            None if tcp => via_port(&db, cluster.port),
             None => db,
         }
     };

@@ -495,6 +495,46 @@ fn racing_registrations_keep_the_identity_lock() {
     assert_eq!(live_of("taken-over").len(), 1);
 }
 
+/// A cold receiver facing a burst of requests by one user runs argon2 once, not once per
+/// request: the others wait for that verification and take its answer.
+#[test]
+fn a_burst_of_one_users_requests_runs_argon2_once() {
+    let mport = free_port();
+    let r = TestReceiver::start_with("herd", &["--metrics-listen", &format!("127.0.0.1:{mport}")]);
+    r.add_user("reg", "agent_registration", "pw");
+    let hosts: Vec<String> = (0..16).map(|i| format!("herd{i}")).collect();
+    for h in &hosts {
+        r.add_host(h, &[]);
+    }
+    let st: Vec<u16> = std::thread::scope(|s| {
+        let handles: Vec<_> = hosts
+            .iter()
+            .map(|h| {
+                let r = &r;
+                s.spawn(move || r.register_existing("reg", "pw", &new_uuid(), h).0)
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(st.iter().all(|s| *s == 200), "{st:?}");
+    let runs = |outcome: &str| {
+        let m = scrape(mport);
+        let n = sample(
+            &m,
+            &format!("tether_receiver_password_verifications_total{{outcome=\"{outcome}\"}}"),
+        );
+        (n, m)
+    };
+    let (ok, m) = runs("ok");
+    assert_eq!(ok, 1.0, "{m}");
+    // A wrong password is checked (and refused), never answered from the cache.
+    let (st, _, _) = r.register_existing("reg", "wrong", &new_uuid(), "herd0");
+    assert_eq!(st, 401);
+    assert_eq!(runs("ok").0, 1.0);
+    let (wrong, m) = runs("wrong_password");
+    assert_eq!(wrong, 1.0, "{m}");
+}
+
 /// The verified-credential cache never outlives a password change or a deleted user.
 #[test]
 fn password_change_takes_effect_at_once() {

@@ -17,18 +17,11 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{receiver_bin, validate_json, TestReceiver};
+use common::{free_port, receiver_bin, sample, scrape, validate_json, TestReceiver};
 use daemon::{eventually, fixture, Daemon};
 use serde_json::Value;
 
 const PW: &str = "sched-Registration-pw";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
 
 fn health(r: &TestReceiver) -> Value {
     let v = r.admin_json(&["hosts", "health"]);
@@ -63,24 +56,6 @@ fn fleet_daemon(
         r.add_host(h, &args);
     }
     (d, conns)
-}
-
-fn scrape(port: u16) -> String {
-    ureq::get(&format!("http://127.0.0.1:{port}/metrics"))
-        .timeout(Duration::from_secs(10))
-        .call()
-        .expect("scrape /metrics")
-        .into_string()
-        .expect("metrics text")
-}
-
-/// The value of the first sample line starting with `prefix`.
-fn sample(text: &str, prefix: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! registration tokens, and the per-address limit on failed attempts.
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use argon2::password_hash::{
@@ -116,6 +116,29 @@ pub struct CredentialCache {
     key: ring::hmac::Key,
     ttl: Duration,
     entries: Mutex<HashMap<[u8; 32], (String, Instant)>>,
+    /// Verifications running now, by tag, with the hash each runs against.
+    inflight: Mutex<HashMap<[u8; 32], (String, Arc<tokio::sync::OnceCell<bool>>)>>,
+}
+
+/// Forgets an in-flight verification when its caller is done or gone (a cancelled request
+/// must not leave it behind), unless a newer one took its place.
+struct Inflight<'a> {
+    map: &'a Mutex<HashMap<[u8; 32], (String, Arc<tokio::sync::OnceCell<bool>>)>>,
+    tag: [u8; 32],
+    cell: Arc<tokio::sync::OnceCell<bool>>,
+}
+
+impl Drop for Inflight<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut map) = self.map.lock() {
+            if map
+                .get(&self.tag)
+                .is_some_and(|(_, c)| Arc::ptr_eq(c, &self.cell))
+            {
+                map.remove(&self.tag);
+            }
+        }
+    }
 }
 
 impl CredentialCache {
@@ -128,6 +151,7 @@ impl CredentialCache {
             key,
             ttl,
             entries: Mutex::new(HashMap::new()),
+            inflight: Mutex::new(HashMap::new()),
         }
     }
 
@@ -141,13 +165,12 @@ impl CredentialCache {
         out
     }
 
-    /// True when this user+password was verified against exactly `current_hash` recently.
-    pub fn hit(&self, user: &str, password: &str, current_hash: &str) -> bool {
-        let tag = self.tag(user, password);
+    /// True when this credential was verified against exactly `current_hash` recently.
+    fn hit_tag(&self, tag: &[u8; 32], current_hash: &str) -> bool {
         let Ok(map) = self.entries.lock() else {
             return false;
         };
-        match map.get(&tag) {
+        match map.get(tag) {
             Some((h, at)) => {
                 at.elapsed() < self.ttl && h.as_bytes().ct_eq(current_hash.as_bytes()).into()
             }
@@ -155,8 +178,7 @@ impl CredentialCache {
         }
     }
 
-    pub fn insert(&self, user: &str, password: &str, verified_hash: &str) {
-        let tag = self.tag(user, password);
+    fn insert_tag(&self, tag: [u8; 32], verified_hash: &str) {
         if let Ok(mut map) = self.entries.lock() {
             if map.len() >= 10_000 {
                 let ttl = self.ttl;
@@ -167,6 +189,47 @@ impl CredentialCache {
             }
             map.insert(tag, (verified_hash.to_string(), Instant::now()));
         }
+    }
+
+    /// Whether `password` is the user's, from the cache or else by `verify` (argon2). One
+    /// verification per credential and hash runs at a time: requests that arrive meanwhile
+    /// take its answer. Without that, a fleet enrolling with one automation user ran argon2
+    /// once per concurrent request after every restart or expiry (tens of ms each).
+    pub async fn verify<F>(&self, user: &str, password: &str, hash: &str, verify: F) -> bool
+    where
+        F: std::future::Future<Output = bool>,
+    {
+        let tag = self.tag(user, password);
+        if self.hit_tag(&tag, hash) {
+            return true;
+        }
+        let cell = match self.inflight.lock() {
+            Ok(mut map) => match map.get(&tag) {
+                Some((h, c)) if h == hash => Some(c.clone()),
+                // Another hash (the password changed meanwhile): this one runs on its own.
+                Some(_) => None,
+                None => {
+                    let c = Arc::new(tokio::sync::OnceCell::new());
+                    map.insert(tag, (hash.to_string(), c.clone()));
+                    Some(c)
+                }
+            },
+            Err(_) => None,
+        };
+        // Dropped last, after the answer is cached, so later requests hit the cache.
+        let _inflight = cell.clone().map(|cell| Inflight {
+            map: &self.inflight,
+            tag,
+            cell,
+        });
+        let ok = match &cell {
+            Some(c) => *c.get_or_init(|| verify).await,
+            None => verify.await,
+        };
+        if ok {
+            self.insert_tag(tag, hash);
+        }
+        ok
     }
 }
 
@@ -259,12 +322,48 @@ mod tests {
         assert!(!l.allowed(ip));
     }
 
-    #[test]
-    fn cache_invalidates_on_hash_change() {
+    /// A verification that counts its runs and answers `ok` after a short wait.
+    async fn counted(runs: &std::sync::atomic::AtomicUsize, ok: bool) -> bool {
+        runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        ok
+    }
+
+    #[tokio::test]
+    async fn cache_invalidates_on_hash_change() {
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
         let c = CredentialCache::new(Duration::from_secs(60));
-        c.insert("u", "p", "h1");
-        assert!(c.hit("u", "p", "h1"));
-        assert!(!c.hit("u", "p", "h2"));
-        assert!(!c.hit("u", "q", "h1"));
+        let runs = AtomicUsize::new(0);
+        assert!(c.verify("u", "p", "h1", counted(&runs, true)).await);
+        assert!(c.verify("u", "p", "h1", counted(&runs, true)).await);
+        assert_eq!(
+            runs.load(SeqCst),
+            1,
+            "the second answer came from the cache"
+        );
+        assert!(!c.verify("u", "p", "h2", counted(&runs, false)).await);
+        assert!(!c.verify("u", "q", "h1", counted(&runs, false)).await);
+        assert_eq!(runs.load(SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn concurrent_requests_share_one_verification() {
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        let c = CredentialCache::new(Duration::from_secs(60));
+        let runs = AtomicUsize::new(0);
+        let all = (0..16).map(|_| c.verify("u", "p", "h", counted(&runs, true)));
+        let answers = futures_util::future::join_all(all).await;
+        assert!(answers.iter().all(|ok| *ok));
+        assert_eq!(runs.load(SeqCst), 1);
+        // A wrong password is shared by those waiting for it, and not cached.
+        let all = (0..4).map(|_| c.verify("u", "x", "h", counted(&runs, false)));
+        assert!(futures_util::future::join_all(all)
+            .await
+            .iter()
+            .all(|ok| !*ok));
+        assert_eq!(runs.load(SeqCst), 2);
+        assert!(!c.verify("u", "x", "h", counted(&runs, false)).await);
+        assert_eq!(runs.load(SeqCst), 3);
+        assert!(c.inflight.lock().unwrap().is_empty());
     }
 }

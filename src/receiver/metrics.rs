@@ -27,6 +27,7 @@ struct Metrics {
     pull_seconds: Histogram,
     registrations: Family<Outcome, Counter>,
     pushes: Family<Outcome, Counter>,
+    password_verifications: Family<Outcome, Counter>,
     db_seconds: Histogram,
 }
 
@@ -41,6 +42,7 @@ fn global() -> &'static Metrics {
         )),
         registrations: Family::default(),
         pushes: Family::default(),
+        password_verifications: Family::default(),
         // 50 µs … ~1.6 s.
         db_seconds: Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
             0.00005, 2.0, 16,
@@ -81,6 +83,12 @@ pub fn push(outcome: &str) {
     count(&global().pushes, outcome);
 }
 
+/// A password checked with argon2 (not answered from the credential cache): `ok`,
+/// `wrong_password`, or `unknown_user`.
+pub fn password_verification(outcome: &str) {
+    count(&global().password_verifications, outcome);
+}
+
 /// One database operation (a read or a committed write batch) and how long it took.
 pub fn db_op(seconds: f64) {
     global().db_seconds.observe(seconds);
@@ -114,6 +122,11 @@ pub fn render(gauges: &[(&str, &str, i64)]) -> String {
         "pushes",
         "Pushed agent outputs by outcome",
         m.pushes.clone(),
+    );
+    reg.register(
+        "password_verifications",
+        "Passwords checked with argon2 rather than from the credential cache, by outcome",
+        m.password_verifications.clone(),
     );
     reg.register(
         "database_duration_seconds",

@@ -12,6 +12,27 @@ use std::time::{Duration, Instant};
 #[path = "../support/postgres.rs"]
 pub mod pg;
 
+pub use pg::free_port;
+
+/// The receiver's `/metrics` text on `port`.
+pub fn scrape(port: u16) -> String {
+    ureq::get(&format!("http://127.0.0.1:{port}/metrics"))
+        .timeout(Duration::from_secs(10))
+        .call()
+        .expect("scrape /metrics")
+        .into_string()
+        .expect("metrics text")
+}
+
+/// The value of the first sample line starting with `prefix` (0 when there is none).
+pub fn sample(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
 pub fn receiver_bin() -> &'static str {
     env!("CARGO_BIN_EXE_tether-receiver")
 }

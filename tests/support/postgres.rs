@@ -43,7 +43,7 @@ pub fn pg_bin_dir() -> Option<PathBuf> {
     Some(p.parent()?.to_path_buf())
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

@@ -6,9 +6,9 @@ use axum::http::{HeaderMap, StatusCode};
 
 use super::audit::a_ip;
 use super::{header, ApiError, ApiResult, AppState};
-use crate::receiver::auth;
 use crate::receiver::perms::Principal;
 use crate::receiver::store::Audit;
+use crate::receiver::{auth, metrics};
 
 pub(crate) fn check_rate(st: &AppState, ip: IpAddr) -> ApiResult<()> {
     if st.limiter.allowed(ip) {
@@ -50,20 +50,20 @@ pub(crate) async fn verify_user(
     let found = Principal::lookup_shared(&st.db, &user).await?;
     let denied = || ApiError::new(StatusCode::UNAUTHORIZED, "Invalid credentials");
     match found {
-        Some(p) if st.cache.hit(&user, &password, &p.user.pw_hash) => Ok(p),
         Some(p) => {
-            let _slot = st
-                .argon2_slots
-                .acquire()
-                .await
-                .map_err(ApiError::internal)?;
             let hash = p.user.pw_hash.clone();
-            let pw = password.clone();
-            let ok = tokio::task::spawn_blocking(move || auth::verify_password(&pw, &hash))
-                .await
-                .unwrap_or(false);
-            if ok {
-                st.cache.insert(&user, &password, &p.user.pw_hash);
+            let check = async {
+                let Ok(_slot) = st.argon2_slots.acquire().await else {
+                    return false;
+                };
+                let (pw, h) = (password.clone(), hash.clone());
+                let ok = tokio::task::spawn_blocking(move || auth::verify_password(&pw, &h))
+                    .await
+                    .unwrap_or(false);
+                metrics::password_verification(if ok { "ok" } else { "wrong_password" });
+                ok
+            };
+            if st.cache.verify(&user, &password, &hash, check).await {
                 Ok(p)
             } else {
                 Err(denied())
@@ -76,6 +76,7 @@ pub(crate) async fn verify_user(
                 .await
                 .map_err(ApiError::internal)?;
             let _ = tokio::task::spawn_blocking(move || auth::dummy_verify(&password)).await;
+            metrics::password_verification("unknown_user");
             Err(denied())
         }
     }
