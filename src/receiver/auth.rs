@@ -117,13 +117,16 @@ pub struct CredentialCache {
     ttl: Duration,
     entries: Mutex<HashMap<[u8; 32], (String, Instant)>>,
     /// Verifications running now, by tag, with the hash each runs against.
-    inflight: Mutex<HashMap<[u8; 32], (String, Arc<tokio::sync::OnceCell<bool>>)>>,
+    inflight: Mutex<Verifying>,
 }
+
+/// Verifications running now: credential tag → (the hash it runs against, its answer).
+type Verifying = HashMap<[u8; 32], (String, Arc<tokio::sync::OnceCell<bool>>)>;
 
 /// Forgets an in-flight verification when its caller is done or gone (a cancelled request
 /// must not leave it behind), unless a newer one took its place.
 struct Inflight<'a> {
-    map: &'a Mutex<HashMap<[u8; 32], (String, Arc<tokio::sync::OnceCell<bool>>)>>,
+    map: &'a Mutex<Verifying>,
     tag: [u8; 32],
     cell: Arc<tokio::sync::OnceCell<bool>>,
 }
