@@ -12,7 +12,10 @@ use std::time::{Duration, Instant};
 #[path = "../support/postgres.rs"]
 pub mod pg;
 
-pub use pg::free_port;
+/// A port nobody listens on now.
+pub fn free_port() -> u16 {
+    pg::free_port()
+}
 
 /// The receiver's `/metrics` text on `port`.
 pub fn scrape(port: u16) -> String {
