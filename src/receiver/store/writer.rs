@@ -106,11 +106,16 @@ impl Db {
     /// Independent reads for a request on the server's runtime, in one round trip on
     /// PostgreSQL: there they are awaited on a client shared by all requests, so the worker
     /// thread serves other requests meanwhile (see `pg_async`); on SQLite they run as `read`.
+    /// Only a multi-threaded runtime uses the shared client: its connection task runs on the
+    /// runtime that connected it, and only a multi-threaded one drives its tasks while no
+    /// caller blocks on it (a current-thread runtime's task would stall between calls).
     pub async fn query_all(
         &self,
         queries: Vec<(String, Vec<sql::Value>)>,
     ) -> Result<Vec<Vec<sql::Row>>, DbError> {
-        let Some(pg) = &self.shared_reads else {
+        let driven = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        let Some(pg) = self.shared_reads.as_ref().filter(|_| driven) else {
             return self.read_now(|c| c.query_all(&queries));
         };
         let started = std::time::Instant::now();
