@@ -220,13 +220,13 @@ impl CredentialCache {
             Err(_) => None,
         };
         // Dropped last, after the answer is cached, so later requests hit the cache.
-        let _inflight = cell.clone().map(|cell| Inflight {
+        let inflight = cell.map(|cell| Inflight {
             map: &self.inflight,
             tag,
             cell,
         });
-        let ok = match &cell {
-            Some(c) => *c.get_or_init(|| verify).await,
+        let ok = match &inflight {
+            Some(i) => *i.cell.get_or_init(|| verify).await,
             None => verify.await,
         };
         if ok {

@@ -51,7 +51,7 @@ pub(crate) async fn verify_user(
     let denied = || ApiError::new(StatusCode::UNAUTHORIZED, "Invalid credentials");
     match found {
         Some(p) => {
-            let hash = p.user.pw_hash.clone();
+            let hash = &p.user.pw_hash;
             let check = async {
                 let Ok(_slot) = st.argon2_slots.acquire().await else {
                     return false;
@@ -63,7 +63,7 @@ pub(crate) async fn verify_user(
                 metrics::password_verification(if ok { "ok" } else { "wrong_password" });
                 ok
             };
-            if st.cache.verify(&user, &password, &hash, check).await {
+            if st.cache.verify(&user, &password, hash, check).await {
                 Ok(p)
             } else {
                 Err(denied())
