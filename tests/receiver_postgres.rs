@@ -313,3 +313,108 @@ fn a_receiver_outlives_losing_its_database_connections() {
         assert!(names.contains(&n), "{n} missing from {names:?}");
     }
 }
+
+/// The scheduler's sync reads the site and computes its changes outside the writer, then
+/// applies them in parts (one short writer job each, a statement per kind of change): the
+/// parts together do exactly what one pass did, on both backends, and a part applied twice
+/// (two receivers syncing at once) changes nothing more.
+#[test]
+fn the_schedule_sync_applies_in_parts_on_both_backends() {
+    use tether::receiver::store::{self, Host, Location, PgTarget};
+    let dir = tempfile::tempdir().unwrap();
+    let locations = [
+        Location::Sqlite(dir.path().join("sync.db")),
+        Location::Postgres(PgTarget {
+            url: PgCluster::shared().create_db(),
+            password: None,
+        }),
+    ];
+    for loc in locations {
+        let c = store::open(&loc).unwrap();
+        store::migrate(&c).unwrap();
+        let host = |name: &str, mode: &str| Host {
+            name: name.into(),
+            folder: "/".into(),
+            contact_groups: Vec::new(),
+            site: "s".into(),
+            cluster: false,
+            mode: mode.into(),
+            address: None,
+            agent_port: None,
+            pull_interval: None,
+        };
+        let now = store::now();
+        let now_ms = store::now_ms();
+        for i in 0..600 {
+            let name = format!("h{i}");
+            store::put_host(&c, &host(&name, "pull-agent")).unwrap();
+            let uuid = format!("00000000-0000-4000-8000-{i:012}");
+            store::insert_registration(
+                &c,
+                &uuid,
+                &name,
+                "pull-agent",
+                "t",
+                &format!("s{i}"),
+                now + 86400,
+            )
+            .unwrap();
+        }
+        store::put_host(&c, &host("pushy", "push-agent")).unwrap();
+        c.execute_batch(&format!(
+            "INSERT INTO pull_state(host, active, interval_ms, next_due) VALUES
+               ('h1', 1, 120000, {far}), ('pushy', 1, 60000, 0),
+               ('gone', 0, 60000, 0), ('gone2', 1, 60000, 0)",
+            far = now_ms + 110_000
+        ))
+        .unwrap();
+
+        let view = store::read_schedule(&c, now, now_ms).unwrap();
+        assert_eq!(view.targets.len(), 600, "{loc:?}");
+        let ch = view.changes;
+        assert_eq!(ch.add.len(), 599, "{loc:?}");
+        assert_eq!(ch.set, [("h1".to_string(), 60_000)], "{loc:?}");
+        let mut retire = ch.retire.clone();
+        retire.sort();
+        assert_eq!(retire, ["gone", "gone2", "pushy"], "{loc:?}");
+        let parts = ch.split(256);
+        assert_eq!(
+            parts
+                .iter()
+                .map(|p| p.add.len() + p.set.len() + p.retire.len())
+                .collect::<Vec<_>>(),
+            [256, 256, 91]
+        );
+        let mut changed = 0;
+        for p in &parts {
+            c.begin_write().unwrap();
+            changed += store::apply_schedule_changes(&c, p, now_ms).unwrap();
+            c.commit().unwrap();
+        }
+        // 599 new rows, h1 set, pushy deactivated, gone and gone2 deleted.
+        assert_eq!(changed, 603, "{loc:?}");
+        assert_eq!(
+            store::apply_schedule_changes(&c, &parts[0], now_ms).unwrap(),
+            0
+        );
+        assert!(store::read_schedule(&c, now, now_ms)
+            .unwrap()
+            .changes
+            .is_empty());
+
+        let st = store::all_pull_states(&c).unwrap();
+        assert!(
+            !st.contains_key("gone") && !st.contains_key("gone2"),
+            "{loc:?}"
+        );
+        assert!(!st["pushy"].active, "{loc:?}");
+        // The shorter interval does not wait out the longer one already scheduled.
+        assert_eq!(st["h1"].interval_ms, 60_000);
+        assert!(st["h1"].next_due <= now_ms + 60_000, "{loc:?}");
+        for i in 0..600 {
+            let r = &st[&format!("h{i}")];
+            assert!(r.active && r.interval_ms == 60_000, "{loc:?}");
+            assert!((now_ms..=now_ms + 60_000).contains(&r.next_due), "{loc:?}");
+        }
+    }
+}

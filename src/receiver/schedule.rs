@@ -59,6 +59,12 @@ pub fn default_owner() -> String {
 /// How long to wait between claims when nothing is due (a host's turn is missed by at
 /// most this much).
 const TICK: Duration = Duration::from_millis(100);
+/// Rows of `pull_state` one writer job changes at most while syncing.
+const SYNC_PART: usize = 256;
+/// A sync waits at least this many times its own duration before the next one.
+const SYNC_SHARE: u32 = 20;
+/// ... but no longer than this (a slow database must not leave new hosts unscheduled).
+const SYNC_EVERY_MAX: Duration = Duration::from_secs(30);
 /// Time a lease allows beyond the pull's deadline, for storing its outcome.
 const LEASE_SLACK_MS: i64 = 1000;
 
@@ -106,14 +112,29 @@ pub async fn run(
     // trips) few under load, while an idle site claims every tick.
     let batch = (sh.opts.concurrency / 4).max(1);
     let mut last_sync: Option<Instant> = None;
+    let mut sync_every = sh.opts.sync_every;
     loop {
         if *stop.borrow() {
             break;
         }
-        if last_sync.is_none_or(|t| t.elapsed() >= sh.opts.sync_every) {
+        if last_sync.is_none_or(|t| t.elapsed() >= sync_every) {
+            let started = Instant::now();
             if let Err(e) = sync(&sh).await {
                 tracing::warn!("pull schedule not updated: {e}");
             }
+            // A sync reads the whole site: on a big one it waits long enough that it costs
+            // at most about 5 % of the time (a new host's first pull is at a random point
+            // of its interval anyway, so a few seconds' delay does not show).
+            let took = started.elapsed();
+            sync_every = sh
+                .opts
+                .sync_every
+                .max((took * SYNC_SHARE).min(SYNC_EVERY_MAX));
+            tracing::debug!(
+                took_ms = took.as_millis() as u64,
+                next_in_ms = sync_every.as_millis() as u64,
+                "pull schedule synced"
+            );
             last_sync = Some(Instant::now());
         }
         let mut free = sh.slots.available_permits();
@@ -176,23 +197,28 @@ pub async fn run(
 /// Reads the hosts to pull, updates `pull_state` when it differs, and refreshes the
 /// addresses and UUIDs pulls use.
 async fn sync(sh: &Arc<Shared>) -> Result<(), String> {
-    let now = store::now();
-    let (targets, stale) = sh
-        .db
-        .read(move |c| {
-            let t = store::pull_targets(c, now)?;
-            let stale = store::schedule_out_of_date(c, &t)?;
-            Ok((t, stale))
-        })
-        .map_err(|e| e.to_string())?;
-    if stale {
-        let t = targets.clone();
-        let n = sh
-            .db
-            .write(move |c| store::sync_schedule(c, &t, store::now_ms()))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e: store::sql::Error| e.to_string())?;
+    // The whole site is read, so off the async workers.
+    let db = sh.db.clone();
+    let view = tokio::task::spawn_blocking(move || {
+        db.read(|c| store::read_schedule(c, store::now(), store::now_ms()))
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())?;
+    let targets = view.targets;
+    if !view.changes.is_empty() {
+        let mut n = 0;
+        // In parts, each one short job: a fleet enrolling adds thousands of rows per sync,
+        // and one job for all of them held every registration behind it (about 0.4 s for
+        // 3,000 hosts, every sync).
+        for part in view.changes.split(SYNC_PART) {
+            n += sh
+                .db
+                .write(move |c| store::apply_schedule_changes(c, &part, store::now_ms()))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e: store::sql::Error| e.to_string())?;
+        }
         tracing::info!(
             "pull schedule updated: {n} hosts changed, {} pulled",
             targets.len()

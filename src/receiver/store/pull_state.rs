@@ -44,8 +44,12 @@ pub fn all_intervals(c: &Connection) -> sql::Result<HashMap<String, i64>> {
 }
 
 /// Every host the scheduler should pull: mode `pull-agent`, not a cluster, with a live
-/// registration (the newest when there are several), as `fetch --all` chooses them.
-pub fn pull_targets(c: &Connection, now: i64) -> sql::Result<Vec<PullTarget>> {
+/// registration (the newest when there are several), as `fetch --all` chooses them; and the
+/// names of all hosts.
+fn targets_and_hosts(
+    c: &Connection,
+    now: i64,
+) -> sql::Result<(Vec<PullTarget>, std::collections::HashSet<String>)> {
     let intervals = all_intervals(c)?;
     let mut live: HashMap<String, (i64, String)> = HashMap::new();
     for r in list_registrations(c)? {
@@ -59,7 +63,9 @@ pub fn pull_targets(c: &Connection, now: i64) -> sql::Result<Vec<PullTarget>> {
         }
     }
     let mut out = Vec::new();
+    let mut names = std::collections::HashSet::new();
     for h in list_hosts(c)? {
+        names.insert(h.name.clone());
         if h.mode != "pull-agent" || h.cluster {
             continue;
         }
@@ -80,7 +86,7 @@ pub fn pull_targets(c: &Connection, now: i64) -> sql::Result<Vec<PullTarget>> {
             uuid,
         });
     }
-    Ok(out)
+    Ok((out, names))
 }
 
 /// (active, interval_ms) of every row.
@@ -91,62 +97,175 @@ fn schedule_rows(c: &Connection) -> sql::Result<HashMap<String, (bool, i64)>> {
         .collect()
 }
 
-/// Whether `pull_state` differs from `targets` (a read, so the write happens only then).
-pub fn schedule_out_of_date(c: &Connection, targets: &[PullTarget]) -> sql::Result<bool> {
-    let rows = schedule_rows(c)?;
-    let active = rows.values().filter(|(a, _)| *a).count();
-    if active != targets.len() {
-        return Ok(true);
-    }
-    Ok(targets
-        .iter()
-        .any(|t| rows.get(&t.host) != Some(&(true, t.interval_ms))))
+/// What the scheduler reads on each sync: the hosts to pull, and the changes that bring
+/// `pull_state` to them.
+pub struct ScheduleView {
+    pub targets: Vec<PullTarget>,
+    pub changes: ScheduleChanges,
 }
 
-/// Brings `pull_state` to `targets`: new hosts get a row first due at a random point within
-/// their interval (so a fleet added at once, or a site starting, is spread out, not pulled
-/// in one burst); a changed interval takes effect at once; hosts no longer pulled keep
-/// their history but are not claimed; rows of deleted hosts go. Returns the rows changed.
-pub fn sync_schedule(c: &Connection, targets: &[PullTarget], now: i64) -> sql::Result<usize> {
-    use rand::Rng;
+/// The changes that bring `pull_state` to the targets: new hosts get a row first due at a
+/// random point within their interval (so a fleet added at once, or a site starting, is
+/// spread out, not pulled in one burst); a changed interval takes effect at once; hosts no
+/// longer pulled keep their history but are not claimed; rows of deleted hosts go.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ScheduleChanges {
+    /// New rows: (host, interval_ms, first due).
+    pub add: Vec<(String, i64, i64)>,
+    /// Rows to make active with this interval: (host, interval_ms).
+    pub set: Vec<(String, i64)>,
+    /// Active rows of hosts no longer pulled, and rows of hosts that no longer exist.
+    pub retire: Vec<String>,
+}
+
+/// Reads the targets and computes the schedule's changes, outside the writer: the writer
+/// then only applies them (see [`apply_schedule_changes`]).
+pub fn read_schedule(c: &Connection, now: i64, now_ms: i64) -> sql::Result<ScheduleView> {
+    let (targets, hosts) = targets_and_hosts(c, now)?;
     let rows = schedule_rows(c)?;
+    let changes = schedule_changes(&rows, &targets, &hosts, now_ms);
+    Ok(ScheduleView { targets, changes })
+}
+
+fn schedule_changes(
+    rows: &HashMap<String, (bool, i64)>,
+    targets: &[PullTarget],
+    hosts: &std::collections::HashSet<String>,
+    now_ms: i64,
+) -> ScheduleChanges {
+    use rand::Rng;
     let mut rng = rand::thread_rng();
-    let mut changed = 0;
+    let mut ch = ScheduleChanges::default();
     let mut wanted = std::collections::HashSet::new();
     for t in targets {
         wanted.insert(t.host.as_str());
         match rows.get(&t.host) {
             None => {
-                let first = now + rng.gen_range(0..t.interval_ms.max(1));
-                changed += c.execute(
-                    "INSERT INTO pull_state(host, active, interval_ms, next_due) VALUES(?1,1,?2,?3)
-                     ON CONFLICT(host) DO NOTHING",
-                    params![t.host, t.interval_ms, first],
-                )?;
+                let first = now_ms + rng.gen_range(0..t.interval_ms.max(1));
+                ch.add.push((t.host.clone(), t.interval_ms, first));
             }
             Some(&(active, iv)) if !active || iv != t.interval_ms => {
-                // A shorter interval must not wait out the longer one already scheduled.
-                changed += c.execute(
-                    "UPDATE pull_state SET active=1, interval_ms=?2,
-                       next_due=CASE WHEN next_due > CAST(?3 AS BIGINT) + CAST(?2 AS BIGINT)
-                         THEN CAST(?3 AS BIGINT) + CAST(?2 AS BIGINT) ELSE next_due END
-                     WHERE host=?1",
-                    params![t.host, t.interval_ms, now],
-                )?;
+                ch.set.push((t.host.clone(), t.interval_ms));
             }
             Some(_) => {}
         }
     }
-    for (host, (active, _)) in &rows {
-        if *active && !wanted.contains(host.as_str()) {
-            changed += c.execute("UPDATE pull_state SET active=0 WHERE host=?1", [host])?;
+    for (host, (active, _)) in rows {
+        if !wanted.contains(host.as_str()) && (*active || !hosts.contains(host)) {
+            ch.retire.push(host.clone());
         }
     }
-    changed += c.execute(
-        "DELETE FROM pull_state WHERE host NOT IN (SELECT name FROM hosts)",
-        [],
-    )?;
+    ch
+}
+
+impl ScheduleChanges {
+    pub fn is_empty(&self) -> bool {
+        self.add.is_empty() && self.set.is_empty() && self.retire.is_empty()
+    }
+
+    /// The changes in parts of at most `n` rows each: each part is one short writer job,
+    /// so registrations and pull outcomes are not held up behind a fleet's worth of rows.
+    pub fn split(mut self, n: usize) -> Vec<ScheduleChanges> {
+        let n = n.max(1);
+        let mut parts = Vec::new();
+        while !self.is_empty() {
+            let mut p = ScheduleChanges::default();
+            let mut room = n;
+            p.add = take_up_to(&mut self.add, &mut room);
+            p.set = take_up_to(&mut self.set, &mut room);
+            p.retire = take_up_to(&mut self.retire, &mut room);
+            parts.push(p);
+        }
+        parts
+    }
+}
+
+/// The first items of `v`, as many as `room` allows (which shrinks by as many).
+fn take_up_to<T>(v: &mut Vec<T>, room: &mut usize) -> Vec<T> {
+    let k = (*room).min(v.len());
+    *room -= k;
+    v.drain(..k).collect()
+}
+
+/// Applies (a part of) [`ScheduleChanges`] in a few statements, each for many rows. Safe to
+/// race with another receiver applying the same: a new row that exists is left alone, and
+/// the rest sets values. Returns the rows changed.
+pub fn apply_schedule_changes(
+    c: &Connection,
+    ch: &ScheduleChanges,
+    now_ms: i64,
+) -> sql::Result<usize> {
+    let list = |n: usize| vec!["?"; n].join(",");
+    let mut changed = 0;
+    if !ch.add.is_empty() {
+        let mut vals = Vec::with_capacity(ch.add.len() * 3);
+        for (host, iv, first) in &ch.add {
+            vals.extend([
+                sql::Value::Text(host.clone()),
+                sql::Value::Int(*iv),
+                sql::Value::Int(*first),
+            ]);
+        }
+        let rows = vec!["(?,1,?,?)"; ch.add.len()].join(",");
+        changed += c.execute(
+            &format!(
+                "INSERT INTO pull_state(host, active, interval_ms, next_due) VALUES {rows}
+                 ON CONFLICT(host) DO NOTHING"
+            ),
+            vals,
+        )?;
+    }
+    // One statement per interval (a changed interval usually changes a folder's worth).
+    let mut by_interval: std::collections::BTreeMap<i64, Vec<&str>> = Default::default();
+    for (host, iv) in &ch.set {
+        by_interval.entry(*iv).or_default().push(host);
+    }
+    for (iv, hosts) in by_interval {
+        let mut vals = vec![sql::Value::Int(iv), sql::Value::Int(now_ms)];
+        vals.extend(hosts.iter().map(|h| sql::Value::Text(h.to_string())));
+        // A shorter interval must not wait out the longer one already scheduled.
+        changed += c.execute(
+            &format!(
+                "UPDATE pull_state SET active=1, interval_ms=?1,
+                   next_due=CASE WHEN next_due > CAST(?2 AS BIGINT) + CAST(?1 AS BIGINT)
+                     THEN CAST(?2 AS BIGINT) + CAST(?1 AS BIGINT) ELSE next_due END
+                 WHERE host IN ({})",
+                numbered(3, hosts.len())
+            ),
+            vals,
+        )?;
+    }
+    if !ch.retire.is_empty() {
+        let vals: Vec<sql::Value> = ch
+            .retire
+            .iter()
+            .map(|h| sql::Value::Text(h.clone()))
+            .collect();
+        changed += c.execute(
+            &format!(
+                "DELETE FROM pull_state WHERE host IN ({})
+                 AND NOT EXISTS (SELECT 1 FROM hosts WHERE hosts.name = pull_state.host)",
+                list(vals.len())
+            ),
+            vals.clone(),
+        )?;
+        changed += c.execute(
+            &format!(
+                "UPDATE pull_state SET active=0 WHERE active=1 AND host IN ({})",
+                list(vals.len())
+            ),
+            vals,
+        )?;
+    }
     Ok(changed)
+}
+
+/// `?from, ?from+1, …` (`n` of them).
+fn numbered(from: usize, n: usize) -> String {
+    (from..from + n)
+        .map(|i| format!("?{i}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Takes up to `limit` due hosts for `owner`: next due one interval from now, leased for
@@ -292,6 +411,20 @@ pub fn all_pull_states(c: &Connection) -> sql::Result<HashMap<String, PullStateR
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whether `pull_state` differs from `targets`.
+    fn schedule_out_of_date(c: &Connection, targets: &[PullTarget]) -> sql::Result<bool> {
+        let hosts = targets_and_hosts(c, now())?.1;
+        Ok(!schedule_changes(&schedule_rows(c)?, targets, &hosts, now_ms()).is_empty())
+    }
+
+    /// Brings `pull_state` to `targets` in one go (see [`ScheduleChanges`]). Returns the rows
+    /// changed.
+    fn sync_schedule(c: &Connection, targets: &[PullTarget], now_ms: i64) -> sql::Result<usize> {
+        let hosts = targets_and_hosts(c, now())?.1;
+        let ch = schedule_changes(&schedule_rows(c)?, targets, &hosts, now_ms);
+        apply_schedule_changes(c, &ch, now_ms)
+    }
 
     fn db() -> Connection {
         let c = open(&Location::Sqlite(":memory:".into())).unwrap();
