@@ -176,7 +176,7 @@ fn site(backend: &str, hosts: usize) -> Site {
     }
 }
 
-fn run(s: &Site, backend: &str, receivers: usize, secs: u64, concurrency: usize) {
+fn run(s: &Site, backend: &str, receivers: usize, secs: u64, concurrency: usize, hosts: usize) {
     let ports: Vec<u16> = (0..receivers).map(|_| free_port()).collect();
     let conc = concurrency.to_string();
     let procs: Vec<Proc> = ports
@@ -198,7 +198,15 @@ fn run(s: &Site, backend: &str, receivers: usize, secs: u64, concurrency: usize)
         })
         .collect();
     // The first pulls are spread over one interval; then every host is overdue all along.
-    std::thread::sleep(Duration::from_secs(3));
+    // Measure once every host has been pulled since the start: a host's first pull is a full
+    // handshake, the later ones resume its TLS session, and the fleet is at the later ones.
+    let warm = Instant::now();
+    while ports.iter().map(|p| pulls(*p).0).sum::<f64>() < hosts as f64
+        && warm.elapsed() < Duration::from_secs(300)
+    {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    std::thread::sleep(Duration::from_secs(2));
     let before: Vec<(f64, f64)> = ports.iter().map(|p| pulls(*p)).collect();
     let cpu0: Vec<f64> = procs.iter().map(|p| cpu_secs(p.child.id())).collect();
     let dcpu0 = cpu_secs(s.daemon.child.id());
@@ -260,7 +268,7 @@ fn main() {
             .map(|v| v.split(',').filter_map(|x| x.trim().parse().ok()).collect())
             .unwrap_or_else(|| vec![1, 2]);
         for receivers in counts {
-            run(&s, b, receivers, secs, conc);
+            run(&s, b, receivers, secs, conc, hosts);
         }
         drop(s.registrar);
     }
