@@ -36,6 +36,19 @@ fn pg_site_on(name: &str, db: &str) -> TestReceiver {
     rcv
 }
 
+/// A fresh SQLite file in `dir` and a fresh database on the shared PostgreSQL cluster, for
+/// tests that run the store's functions on both backends.
+fn both_backends(dir: &std::path::Path) -> [tether::receiver::store::Location; 2] {
+    use tether::receiver::store::{Location, PgTarget};
+    [
+        Location::Sqlite(dir.join("site.db")),
+        Location::Postgres(PgTarget {
+            url: PgCluster::shared().create_db(),
+            password: None,
+        }),
+    ]
+}
+
 fn register_new_at(
     rcv: &TestReceiver,
     addr: std::net::SocketAddr,
@@ -151,16 +164,9 @@ fn a_pending_registration_is_decided_once() {
 /// that fails is found after its job returned: this pins down that it fails that job alone.
 #[test]
 fn writer_jobs_keep_exactly_their_own_writes() {
-    use tether::receiver::store::sql::{params, Connection, Error, JobId, Location, PgTarget};
+    use tether::receiver::store::sql::{params, Connection, Error, JobId, Location};
     let dir = tempfile::tempdir().unwrap();
-    let locations = [
-        Location::Sqlite(dir.path().join("jobs.db")),
-        Location::Postgres(PgTarget {
-            url: PgCluster::shared().create_db(),
-            password: None,
-        }),
-    ];
-    for loc in locations {
+    for loc in both_backends(dir.path()) {
         let pg = matches!(loc, Location::Postgres(_));
         let c = Connection::open(&loc).unwrap();
         c.execute_batch("CREATE TABLE t (k TEXT PRIMARY KEY, v BIGINT NOT NULL)")
@@ -320,16 +326,9 @@ fn a_receiver_outlives_losing_its_database_connections() {
 /// (two receivers syncing at once) changes nothing more.
 #[test]
 fn the_schedule_sync_applies_in_parts_on_both_backends() {
-    use tether::receiver::store::{self, Host, Location, PgTarget};
+    use tether::receiver::store::{self, Host};
     let dir = tempfile::tempdir().unwrap();
-    let locations = [
-        Location::Sqlite(dir.path().join("sync.db")),
-        Location::Postgres(PgTarget {
-            url: PgCluster::shared().create_db(),
-            password: None,
-        }),
-    ];
-    for loc in locations {
+    for loc in both_backends(dir.path()) {
         let c = store::open(&loc).unwrap();
         store::migrate(&c).unwrap();
         let host = |name: &str, mode: &str| Host {
