@@ -50,7 +50,8 @@ fn targets_and_hosts(
     c: &Connection,
     now: i64,
 ) -> sql::Result<(Vec<PullTarget>, std::collections::HashSet<String>)> {
-    let intervals = all_intervals(c)?;
+    // Intervals resolved from the host rows read below, not from a second read of them.
+    let (site, folders) = (site_interval(c)?, folder_intervals(c)?);
     let mut live: HashMap<String, (i64, String)> = HashMap::new();
     for r in list_registrations(c)? {
         if r.live(now) {
@@ -72,10 +73,7 @@ fn targets_and_hosts(
         let Some((_, uuid)) = live.remove(&h.name) else {
             continue;
         };
-        let secs = intervals
-            .get(&h.name)
-            .copied()
-            .unwrap_or(DEFAULT_PULL_INTERVAL);
+        let secs = resolve_interval(h.pull_interval, &h.folder, &folders, site);
         out.push(PullTarget {
             address: h.address.clone().unwrap_or_else(|| h.name.clone()),
             port: h
@@ -195,7 +193,6 @@ pub fn apply_schedule_changes(
     ch: &ScheduleChanges,
     now_ms: i64,
 ) -> sql::Result<usize> {
-    let list = |n: usize| vec!["?"; n].join(",");
     let mut changed = 0;
     if !ch.add.is_empty() {
         let mut vals = Vec::with_capacity(ch.add.len() * 3);
@@ -245,14 +242,14 @@ pub fn apply_schedule_changes(
             &format!(
                 "DELETE FROM pull_state WHERE host IN ({})
                  AND NOT EXISTS (SELECT 1 FROM hosts WHERE hosts.name = pull_state.host)",
-                list(vals.len())
+                numbered(1, vals.len())
             ),
             vals.clone(),
         )?;
         changed += c.execute(
             &format!(
                 "UPDATE pull_state SET active=0 WHERE active=1 AND host IN ({})",
-                list(vals.len())
+                numbered(1, vals.len())
             ),
             vals,
         )?;
@@ -412,18 +409,21 @@ pub fn all_pull_states(c: &Connection) -> sql::Result<HashMap<String, PullStateR
 mod tests {
     use super::*;
 
+    /// The changes that bring `pull_state` to `targets` (given here, not read).
+    fn changes_for(c: &Connection, targets: &[PullTarget], now_ms: i64) -> ScheduleChanges {
+        let hosts = targets_and_hosts(c, now()).unwrap().1;
+        schedule_changes(&schedule_rows(c).unwrap(), targets, &hosts, now_ms)
+    }
+
     /// Whether `pull_state` differs from `targets`.
     fn schedule_out_of_date(c: &Connection, targets: &[PullTarget]) -> sql::Result<bool> {
-        let hosts = targets_and_hosts(c, now())?.1;
-        Ok(!schedule_changes(&schedule_rows(c)?, targets, &hosts, now_ms()).is_empty())
+        Ok(!changes_for(c, targets, now_ms()).is_empty())
     }
 
     /// Brings `pull_state` to `targets` in one go (see [`ScheduleChanges`]). Returns the rows
     /// changed.
     fn sync_schedule(c: &Connection, targets: &[PullTarget], now_ms: i64) -> sql::Result<usize> {
-        let hosts = targets_and_hosts(c, now())?.1;
-        let ch = schedule_changes(&schedule_rows(c)?, targets, &hosts, now_ms);
-        apply_schedule_changes(c, &ch, now_ms)
+        apply_schedule_changes(c, &changes_for(c, targets, now_ms), now_ms)
     }
 
     fn db() -> Connection {

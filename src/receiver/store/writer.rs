@@ -113,9 +113,11 @@ impl Db {
         &self,
         queries: Vec<(String, Vec<sql::Value>)>,
     ) -> Result<Vec<Vec<sql::Row>>, DbError> {
-        let driven = tokio::runtime::Handle::try_current()
-            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-        let Some(pg) = self.shared_reads.as_ref().filter(|_| driven) else {
+        let Some(pg) = self
+            .shared_reads
+            .as_ref()
+            .filter(|_| on_multi_thread_runtime())
+        else {
             return self.read_now(|c| c.query_all(&queries));
         };
         let started = std::time::Instant::now();
@@ -128,9 +130,7 @@ impl Db {
     pub fn read<R>(&self, f: impl Fn(&Connection) -> sql::Result<R>) -> Result<R, DbError> {
         // The PostgreSQL client drives its own runtime, which must not start on a thread
         // that is driving the server's: hand this worker's tasks elsewhere meanwhile.
-        let in_runtime = matches!(self.loc, Location::Postgres(_))
-            && tokio::runtime::Handle::try_current()
-                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        let in_runtime = matches!(self.loc, Location::Postgres(_)) && on_multi_thread_runtime();
         if in_runtime {
             tokio::task::block_in_place(|| self.read_now(f))
         } else {
@@ -259,6 +259,12 @@ impl Db {
             )),
         }
     }
+}
+
+/// Whether the caller runs inside a multi-threaded tokio runtime (the server's).
+fn on_multi_thread_runtime() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
 }
 
 /// The settings row a flusher rewrites (its value is meaningless): one of 64 by process id,
