@@ -194,6 +194,11 @@ impl CredentialCache {
         }
     }
 
+    /// Whether `password` was verified against exactly `hash` recently (no argon2).
+    pub fn hit(&self, user: &str, password: &str, hash: &str) -> bool {
+        self.hit_tag(&self.tag(user, password), hash)
+    }
+
     /// Whether `password` is the user's, from the cache or else by `verify` (argon2). One
     /// verification per credential and hash runs at a time: requests that arrive meanwhile
     /// take its answer. Without that, a fleet enrolling with one automation user ran argon2
@@ -233,6 +238,39 @@ impl CredentialCache {
             self.insert_tag(tag, hash);
         }
         ok
+    }
+}
+
+/// The user each recent write request authenticated as, so a registration does not read
+/// the user and role before its write job: the job reads them again in the round trip that
+/// begins its batch and decides with those rows ([`crate::receiver::perms::Principal::confirm`]).
+/// An entry therefore only saves a read; it never grants anything the database no longer
+/// does. On PostgreSQL that read was a round trip of its own per request.
+#[derive(Default)]
+pub struct PrincipalCache {
+    entries: Mutex<HashMap<String, crate::receiver::perms::Principal>>,
+}
+
+impl PrincipalCache {
+    const MAX: usize = 4096;
+
+    pub fn get(&self, user: &str) -> Option<crate::receiver::perms::Principal> {
+        self.entries.lock().ok()?.get(user).cloned()
+    }
+
+    pub fn put(&self, p: crate::receiver::perms::Principal) {
+        if let Ok(mut map) = self.entries.lock() {
+            if map.len() >= Self::MAX {
+                map.clear();
+            }
+            map.insert(p.user.name.clone(), p);
+        }
+    }
+
+    pub fn forget(&self, user: &str) {
+        if let Ok(mut map) = self.entries.lock() {
+            map.remove(user);
+        }
     }
 }
 

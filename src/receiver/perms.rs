@@ -117,6 +117,25 @@ impl Principal {
             .map(Principal::from))
     }
 
+    /// Who `seen` (the user as read when their password was verified) is now, in a write
+    /// job's transaction: `rows` are that job's prefetched [`store::user_and_role_queries`]
+    /// (None: read them here). None when the user is gone or their password changed since,
+    /// so the request must authenticate again; otherwise the current role and groups, so a
+    /// permission change counts for every write that commits after it.
+    pub fn confirm(
+        c: &Connection,
+        rows: Option<Vec<Vec<crate::receiver::store::sql::Row>>>,
+        seen: &Principal,
+    ) -> crate::receiver::store::sql::Result<Option<Principal>> {
+        let now = match rows {
+            Some(rows) => store::user_and_role(rows)?.map(Principal::from),
+            None => Principal::lookup(c, &seen.user.name)?,
+        };
+        Ok(now.filter(|p| {
+            p.user.pw_hash == seen.user.pw_hash && p.user.pw_version == seen.user.pw_version
+        }))
+    }
+
     pub fn has(&self, p: &str) -> bool {
         self.permissions.iter().any(|x| x == p)
     }

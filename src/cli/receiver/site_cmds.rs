@@ -107,6 +107,7 @@ pub(super) fn serve(dir: &Path, a: ServeArgs) -> Result<ServeOut> {
             keys,
             db,
             cache: auth::CredentialCache::new(a.credential_cache_ttl),
+            principals: auth::PrincipalCache::default(),
             limiter: auth::FailureLimiter::new(a.auth_fail_burst, a.auth_fail_per_minute),
             limits: api::Limits {
                 max_body: a.max_body_bytes,

@@ -27,8 +27,39 @@ pub(super) async fn authenticate(
     headers: &HeaderMap,
     a: &mut Audit,
 ) -> ApiResult<Principal> {
-    let ip = a_ip(a);
-    check_rate(st, ip)?;
+    let (user, password) = basic_credentials(st, headers, a)?;
+    verify_user(st, user, password).await
+}
+
+/// [`authenticate`] for a request whose write job confirms the user in its transaction
+/// ([`Principal::confirm`]): a user this process has seen lately, whose password matches the
+/// hash verified before, is taken as last read, without a read of its own. `fresh` reads
+/// the user in any case (the job found the cached one out of date).
+pub(super) async fn authenticate_for_write(
+    st: &Arc<AppState>,
+    headers: &HeaderMap,
+    a: &mut Audit,
+    fresh: bool,
+) -> ApiResult<Principal> {
+    let (user, password) = basic_credentials(st, headers, a)?;
+    if fresh {
+        st.principals.forget(&user);
+    } else if let Some(p) = st.principals.get(&user) {
+        if st.cache.hit(&user, &password, &p.user.pw_hash) {
+            return Ok(p);
+        }
+    }
+    let p = verify_user(st, user, password).await?;
+    st.principals.put(p.clone());
+    Ok(p)
+}
+
+fn basic_credentials(
+    st: &AppState,
+    headers: &HeaderMap,
+    a: &mut Audit,
+) -> ApiResult<(String, String)> {
+    check_rate(st, a_ip(a))?;
     let Some((user, password)) = header(headers, "authorization").and_then(auth::parse_basic)
     else {
         return Err(ApiError::new(
@@ -37,7 +68,7 @@ pub(super) async fn authenticate(
         ));
     };
     a.actor = user.chars().take(128).collect();
-    verify_user(st, user, password).await
+    Ok((user, password))
 }
 
 /// Checks a site user's password (argon2, bounded in parallel) with the verified-credential

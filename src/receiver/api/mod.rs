@@ -94,6 +94,8 @@ pub struct AppState {
     pub keys: SiteKeys,
     pub db: Db,
     pub cache: CredentialCache,
+    /// Users as read by recent registrations (see [`crate::receiver::auth::PrincipalCache`]).
+    pub principals: crate::receiver::auth::PrincipalCache,
     pub limiter: FailureLimiter,
     pub limits: Limits,
     pub cert_lifetime: i64,

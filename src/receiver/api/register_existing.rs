@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 
 use super::audit::{a_ip, audit_base, log_outcome, refused};
-use super::authn::{authenticate, check_rate};
+use super::authn::{authenticate_for_write, check_rate};
 use super::{
     check_uuid, conn_info, csr_and_sign, ext, header, into_response, parse_json, read_body,
     ApiError, ApiResult, AppState,
@@ -69,7 +69,7 @@ async fn register_existing_inner(
     // Read the (small, bounded) body before any refusal, so the client always gets to see
     // the response instead of a connection reset mid-upload.
     let body = read_body(body, st.limits.max_body).await?;
-    let who = if token {
+    let mut who = if token {
         check_rate(st, a_ip(a))?;
         let (tref, secret) = header(&parts.headers, "authorization")
             .and_then(auth::parse_token)
@@ -82,7 +82,9 @@ async fn register_existing_inner(
         a.actor = format!("token:{tref}");
         Who::Token { tref, secret }
     } else {
-        Who::User(Box::new(authenticate(st, &parts.headers, a).await?))
+        Who::User(Box::new(
+            authenticate_for_write(st, &parts.headers, a, false).await?,
+        ))
     };
     let r: RegisterExistingRequest = parse_json(&body)?;
     a.uuid = Some(r.uuid.chars().take(64).collect());
@@ -97,81 +99,143 @@ async fn register_existing_inner(
         ))
     })?;
     let issued = csr_and_sign(st, &r.csr, &r.uuid)?;
-    let site = st.site.clone();
-    let audit = a.clone();
-    let prefetch = store::registration_prefetch(&r.host_name, &r.uuid);
-    let mode = st
-        .db
-        .write_prefetched(prefetch, move |c, pre| -> ApiResult<ConnectionMode> {
-            let now = store::now();
-            let store::RegistrationContext {
-                host,
-                of_uuid,
-                of_host,
-            } = match pre {
-                Some(rows) => store::registration_context_of(rows, &r.host_name, &r.uuid)?,
-                None => store::registration_context(c, &r.host_name, &r.uuid)?,
-            };
-            let may_reregister = match &who {
-                Who::User(p) => {
-                    let allowed = match &host {
-                        Some(h) => perms::may_register_existing(c, p, h)?,
-                        // Only users who could see any host learn that it does not exist.
-                        None => {
-                            p.has(perms::REGISTER_ANY_EXISTING)
-                                || p.has(perms::SEE_ALL_FOLDERS)
-                                || p.has(perms::ALL_FOLDERS)
-                        }
-                    };
-                    if !allowed {
-                        // Checkmk's text, verbatim (its typo included): scripts match on it.
-                        return Err(ApiError::new(
-                            StatusCode::FORBIDDEN,
-                            "You have insufficient permissions to register this host. You either \
-                             need the explicit permission to register any host, the explict \
-                             permission to register this host or read and write access to this host.",
-                        ));
+    let job = Arc::new(ExistingJob {
+        serial_hex: issued.serial_hex.clone(),
+        not_after: issued.not_after,
+        site: st.site.clone(),
+        audit: a.clone(),
+        r,
+    });
+    // A user taken from the principal cache whom the job finds changed (a new password,
+    // or gone) authenticates afresh once.
+    for fresh in [false, true] {
+        let mut prefetch = store::registration_prefetch(&job.r.host_name, &job.r.uuid);
+        if let Who::User(p) = &who {
+            prefetch = prefetch.also(store::user_and_role_queries(&p.user.name));
+        }
+        let j = job.clone();
+        let done = st
+            .db
+            .write_prefetched(prefetch, move |c, pre| j.run(c, pre, who))
+            .await??;
+        who = match done {
+            Ok(mode) => {
+                return Ok(RegisterExistingResponse {
+                    root_cert: st.keys.site_ca_pem.clone(),
+                    agent_cert: issued.pem,
+                    connection_mode: mode,
+                    tether: ext(),
+                })
+            }
+            Err(_) if fresh => break,
+            Err(()) => Who::User(Box::new(
+                authenticate_for_write(st, &parts.headers, a, true).await?,
+            )),
+        };
+    }
+    Err(ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "Invalid credentials",
+    ))
+}
+
+/// A registration's write: what the job needs of the request, for each attempt.
+struct ExistingJob {
+    r: RegisterExistingRequest,
+    serial_hex: String,
+    not_after: i64,
+    site: String,
+    audit: Audit,
+}
+
+impl ExistingJob {
+    /// `Err(())` when the user is no longer as authenticated (see [`Principal::confirm`]).
+    fn run(
+        &self,
+        c: &Connection,
+        pre: Option<store::Prefetched>,
+        who: Who,
+    ) -> ApiResult<Result<ConnectionMode, ()>> {
+        let r = &self.r;
+        let now = store::now();
+        // The registration's two reads come first, then the user's.
+        let (pre, user_rows) = match pre {
+            Some(mut rows) => {
+                let user = rows.split_off(2.min(rows.len()));
+                (Some(rows), Some(user))
+            }
+            None => (None, None),
+        };
+        let store::RegistrationContext {
+            host,
+            of_uuid,
+            of_host,
+        } = match pre {
+            Some(rows) => store::registration_context_of(rows, &r.host_name, &r.uuid)?,
+            None => store::registration_context(c, &r.host_name, &r.uuid)?,
+        };
+        let may_reregister = match &who {
+            Who::User(seen) => {
+                let Some(p) = Principal::confirm(c, user_rows, seen)? else {
+                    return Ok(Err(()));
+                };
+                let allowed = match &host {
+                    Some(h) => perms::may_register_existing(c, &p, h)?,
+                    // Only users who could see any host learn that it does not exist.
+                    None => {
+                        p.has(perms::REGISTER_ANY_EXISTING)
+                            || p.has(perms::SEE_ALL_FOLDERS)
+                            || p.has(perms::ALL_FOLDERS)
                     }
-                    p.has(perms::REREGISTER_HOST)
+                };
+                if !allowed {
+                    // Checkmk's text, verbatim (its typo included): scripts match on it.
+                    return Err(ApiError::new(
+                        StatusCode::FORBIDDEN,
+                        "You have insufficient permissions to register this host. You either \
+                         need the explicit permission to register any host, the explict \
+                         permission to register this host or read and write access to this host.",
+                    ));
                 }
-                Who::Token { tref, secret } => {
-                    use_token(c, tref, secret, &r.host_name, &r.uuid, now)?;
-                    false
-                }
-            };
-            let host = host.ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    format!("Host {} does not exist.", r.host_name),
-                )
-            })?;
-            check_host_here(&host, &site)?;
-            identity_lock(c, &host.name, &r.uuid, (of_uuid, of_host), may_reregister, now)?;
-            let mode = ConnectionMode::parse(&host.mode).unwrap_or(ConnectionMode::Pull);
-            let by = audit.actor.clone();
-            store::insert_registration(
-                c,
-                &r.uuid,
-                &host.name,
-                mode.as_str(),
-                &by,
-                &issued.serial_hex,
-                issued.not_after,
-            )?;
-            let mut ok = audit.clone();
-            ok.outcome = "registered".into();
-            ok.detail = format!("certificate serial {}", issued.serial_hex);
-            store::audit(c, &ok)?;
-            log_outcome(&ok);
-            Ok(mode)
-        })
-        .await??;
-    Ok(RegisterExistingResponse {
-        root_cert: st.keys.site_ca_pem.clone(),
-        agent_cert: issued.pem,
-        connection_mode: mode,
-        tether: ext(),
-    })
+                p.has(perms::REREGISTER_HOST)
+            }
+            Who::Token { tref, secret } => {
+                use_token(c, tref, secret, &r.host_name, &r.uuid, now)?;
+                false
+            }
+        };
+        let host = host.ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("Host {} does not exist.", r.host_name),
+            )
+        })?;
+        check_host_here(&host, &self.site)?;
+        identity_lock(
+            c,
+            &host.name,
+            &r.uuid,
+            (of_uuid, of_host),
+            may_reregister,
+            now,
+        )?;
+        let mode = ConnectionMode::parse(&host.mode).unwrap_or(ConnectionMode::Pull);
+        store::insert_registration(
+            c,
+            &r.uuid,
+            &host.name,
+            mode.as_str(),
+            &self.audit.actor,
+            &self.serial_hex,
+            self.not_after,
+        )?;
+        let mut ok = self.audit.clone();
+        ok.outcome = "registered".into();
+        ok.detail = format!("certificate serial {}", self.serial_hex);
+        store::audit(c, &ok)?;
+        log_outcome(&ok);
+        Ok(Ok(mode))
+    }
 }
 
 pub(super) fn check_host_here(host: &store::Host, site: &str) -> ApiResult<()> {

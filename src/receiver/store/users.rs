@@ -51,7 +51,8 @@ pub async fn get_user_and_role_shared(
     Ok(user_and_role(rows)?)
 }
 
-fn user_and_role_queries(name: &str) -> Vec<(String, Vec<sql::Value>)> {
+/// The reads of [`get_user_and_role`], e.g. for a write job's [`Prefetch`].
+pub fn user_and_role_queries(name: &str) -> Vec<(String, Vec<sql::Value>)> {
     let user_q = format!("SELECT {USER_COLS} FROM users WHERE name=?1");
     let role_q = "SELECT name, builtin, permissions FROM roles
                   WHERE name=(SELECT role FROM users WHERE name=?1)";
@@ -61,7 +62,8 @@ fn user_and_role_queries(name: &str) -> Vec<(String, Vec<sql::Value>)> {
     ]
 }
 
-fn user_and_role(rows: Vec<Vec<sql::Row>>) -> sql::Result<Option<(User, Option<Role>)>> {
+/// [`get_user_and_role`] from the rows of [`user_and_role_queries`].
+pub fn user_and_role(rows: Vec<Vec<sql::Row>>) -> sql::Result<Option<(User, Option<Role>)>> {
     let mut rows = rows.into_iter();
     let (users, roles) = (
         rows.next().unwrap_or_default(),

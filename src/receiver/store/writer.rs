@@ -1,5 +1,6 @@
 //! The server's connection: one writer thread that commits jobs in groups (one fsync for
 //! many registrations), and a read connection beside it.
+use std::collections::HashMap;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
@@ -32,6 +33,15 @@ pub struct Prefetch {
     /// reads returned. A job gets its rows only while its keys are disjoint from those of
     /// every job before it in the batch: then none of their writes can have changed them.
     pub keys: KeysOf,
+}
+
+impl Prefetch {
+    /// These reads and then `more`; the keys are still worked out from this prefetch's
+    /// own rows, which come first.
+    pub fn also(mut self, more: Vec<(String, Vec<sql::Value>)>) -> Prefetch {
+        self.reads.extend(more);
+        self
+    }
 }
 
 /// Read connections for the server (WAL readers never block the writer) and one writer
@@ -355,10 +365,7 @@ fn writer_loop(
             .iter_mut()
             .filter_map(|j| j.prefetch.take())
             .collect();
-        let reads: Vec<(String, Vec<sql::Value>)> = prefetches
-            .iter()
-            .flat_map(|p| p.reads.iter().cloned())
-            .collect();
+        let (reads, which) = distinct_reads(&prefetches);
         let mut begin = c.begin_write_reading(&reads);
         for _ in 0..3 {
             let Err(e) = &begin else { break };
@@ -366,7 +373,7 @@ fn writer_loop(
             begin = c.begin_write_reading(&reads);
         }
         let rows = match begin {
-            Ok(rows) => rows,
+            Ok(rows) => which.iter().filter_map(|&i| rows.get(i).cloned()).collect(),
             Err(e) => {
                 // Another process held the lock beyond busy_timeout several times: fail this
                 // batch (dropping a job closes its channel, and its caller reports the
@@ -418,6 +425,26 @@ fn writer_loop(
     }
 }
 
+/// The batch's prefetched reads, each distinct one once, and for every job's read in turn
+/// the index of its distinct read. Jobs of one user read the same user row: sent once, it
+/// costs the writer's serial round trip one statement per batch instead of one per job. All
+/// of them run before any job, in one snapshot, so equal reads have equal rows.
+fn distinct_reads(prefetches: &[Prefetch]) -> (Vec<(String, Vec<sql::Value>)>, Vec<usize>) {
+    let mut distinct: Vec<(String, Vec<sql::Value>)> = Vec::new();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let which = prefetches
+        .iter()
+        .flat_map(|p| p.reads.iter())
+        .map(|read| {
+            *seen.entry(format!("{read:?}")).or_insert_with(|| {
+                distinct.push(read.clone());
+                distinct.len() - 1
+            })
+        })
+        .collect();
+    (distinct, which)
+}
+
 /// Each leading job's rows of the batch's prefetched `rows`, in order, as long as its keys
 /// are disjoint from those of every job before it; from the first overlap on, `None` (those
 /// jobs read for themselves and see the writes before them).
@@ -450,6 +477,25 @@ mod tests {
             reads: vec![("SELECT 1".into(), Vec::new())],
             keys: Box::new(move |_| keys.iter().map(|k| k.to_string()).collect()),
         }
+    }
+
+    #[test]
+    fn equal_reads_of_a_batch_go_out_once() {
+        let read = |sql: &str, v: &str| (sql.to_string(), vec![sql::Value::Text(v.into())]);
+        let job = |host: &str| Prefetch {
+            reads: vec![read("SELECT host", host), read("SELECT user", "auto")],
+            keys: Box::new(|_| Vec::new()),
+        };
+        let (distinct, which) = distinct_reads(&[job("a"), job("b"), job("a")]);
+        assert_eq!(
+            distinct,
+            [
+                read("SELECT host", "a"),
+                read("SELECT user", "auto"),
+                read("SELECT host", "b")
+            ]
+        );
+        assert_eq!(which, [0, 1, 2, 1, 0, 1]);
     }
 
     #[test]
