@@ -568,35 +568,20 @@ fn password_change_takes_effect_at_once() {
 #[test]
 fn role_change_takes_effect_at_once() {
     let r = TestReceiver::start("rolec");
-    r.admin_json(&[
-        "role",
-        "add",
-        "enroll",
-        "--permission",
-        "agent_registration.register_any_existing_host",
-    ]);
+    let enroll_may = |permission: &str| {
+        r.admin_json(&["role", "add", "enroll", "--permission", permission]);
+    };
+    enroll_may("agent_registration.register_any_existing_host");
     r.add_user("reg", "enroll", "pw");
     for i in 0..3 {
         r.add_host(&format!("q{i}"), &[]);
     }
     let (st, _, _) = r.register_existing("reg", "pw", &new_uuid(), "q0");
     assert_eq!(st, 200);
-    r.admin_json(&[
-        "role",
-        "add",
-        "enroll",
-        "--permission",
-        "wato.see_all_folders",
-    ]);
+    enroll_may("wato.see_all_folders");
     let (st, body, _) = r.register_existing("reg", "pw", &new_uuid(), "q1");
     assert_eq!(st, 403, "a removed permission still counted: {body}");
-    r.admin_json(&[
-        "role",
-        "add",
-        "enroll",
-        "--permission",
-        "agent_registration.register_any_existing_host",
-    ]);
+    enroll_may("agent_registration.register_any_existing_host");
     let (st, body, _) = r.register_existing("reg", "pw", &new_uuid(), "q1");
     assert_eq!(st, 200, "{body}");
 }
