@@ -417,3 +417,76 @@ fn the_schedule_sync_applies_in_parts_on_both_backends() {
         }
     }
 }
+
+/// Which hosts the scheduler pulls, on both backends: pull hosts that are no cluster, with
+/// a live registration (not revoked, a certificate not expired nor revoked), the newest
+/// when there are several; where their agents listen and at which interval.
+#[test]
+fn the_scheduler_pulls_exactly_the_live_pull_hosts_on_both_backends() {
+    use tether::receiver::store;
+    let dir = tempfile::tempdir().unwrap();
+    for loc in both_backends(dir.path()) {
+        let c = store::open(&loc).unwrap();
+        store::migrate(&c).unwrap();
+        let now = store::now();
+        let (live, past) = (now + 86400, now - 10);
+        c.execute_batch(&format!(
+            "INSERT INTO hosts(name, folder, site, cluster, mode, address, agent_port, created_at,
+                               pull_interval) VALUES
+               ('a', '/', 's', 0, 'pull-agent', NULL, NULL, 0, NULL),
+               ('b', '/', 's', 0, 'pull-agent', NULL, NULL, 0, NULL),
+               ('c', '/', 's', 0, 'pull-agent', NULL, NULL, 0, NULL),
+               ('d', '/', 's', 0, 'pull-agent', NULL, NULL, 0, NULL),
+               ('e', '/', 's', 0, 'push-agent', NULL, NULL, 0, NULL),
+               ('f', '/', 's', 1, 'pull-agent', NULL, NULL, 0, NULL),
+               ('g', '/', 's', 0, 'pull-agent', '10.0.0.7', 16556, 0, 30),
+               ('h', '/', 's', 0, 'pull-agent', NULL, NULL, 0, NULL),
+               ('i', '/', 's', 0, 'pull-agent', NULL, NULL, 0, NULL);
+             INSERT INTO registrations(uuid, host, mode, registered_at, registered_by, revoked_at)
+             VALUES ('ua', 'a', 'pull-agent', 100, 't', NULL),
+               ('ub-old', 'b', 'pull-agent', 100, 't', NULL),
+               ('ub-new', 'b', 'pull-agent', 200, 't', NULL),
+               ('uc', 'c', 'pull-agent', 100, 't', 150),
+               ('ud', 'd', 'pull-agent', 100, 't', NULL),
+               ('ue', 'e', 'pull-agent', 100, 't', NULL),
+               ('uf', 'f', 'pull-agent', 100, 't', NULL),
+               ('ug', 'g', 'pull-agent', 100, 't', NULL),
+               ('ui', 'i', 'pull-agent', 100, 't', NULL);
+             INSERT INTO certs(serial, uuid, not_after, issued_at, revoked_at) VALUES
+               ('1', 'ua', {live}, 0, NULL), ('2', 'ub-old', {live}, 0, NULL),
+               ('3', 'ub-new', {live}, 0, NULL), ('4', 'uc', {live}, 0, NULL),
+               ('5', 'ud', {past}, 0, NULL), ('6', 'ue', {live}, 0, NULL),
+               ('7', 'uf', {live}, 0, NULL), ('8', 'ug', {past}, 0, NULL),
+               ('9', 'ug', {live}, 0, NULL), ('10', 'ui', {live}, 0, 150);"
+        ))
+        .unwrap();
+        let view = store::read_schedule(&c, now, store::now_ms()).unwrap();
+        let mut got: Vec<_> = view
+            .targets
+            .iter()
+            .map(|t| {
+                (
+                    t.host.as_str(),
+                    t.uuid.as_str(),
+                    t.address.as_str(),
+                    t.port,
+                    t.interval_ms,
+                )
+            })
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                ("a", "ua", "a", 6556, 60_000),
+                ("b", "ub-new", "b", 6556, 60_000),
+                ("g", "ug", "10.0.0.7", 16556, 30_000),
+            ],
+            "{loc:?}"
+        );
+        // Every pull host gets a row, and only those.
+        let mut added: Vec<_> = view.changes.add.iter().map(|a| a.0.as_str()).collect();
+        added.sort();
+        assert_eq!(added, ["a", "b", "g"], "{loc:?}");
+    }
+}
