@@ -49,6 +49,24 @@ fn both_backends(dir: &std::path::Path) -> [tether::receiver::store::Location; 2
     ]
 }
 
+/// A new site's store on each backend, migrated, with where it lives (for messages).
+fn both_stores(
+    dir: &std::path::Path,
+) -> Vec<(
+    tether::receiver::store::Location,
+    tether::receiver::store::Connection,
+)> {
+    use tether::receiver::store;
+    both_backends(dir)
+        .into_iter()
+        .map(|loc| {
+            let c = store::open(&loc).unwrap();
+            store::migrate(&c).unwrap();
+            (loc, c)
+        })
+        .collect()
+}
+
 fn register_new_at(
     rcv: &TestReceiver,
     addr: std::net::SocketAddr,
@@ -328,9 +346,7 @@ fn a_receiver_outlives_losing_its_database_connections() {
 fn the_schedule_sync_applies_in_parts_on_both_backends() {
     use tether::receiver::store::{self, Host};
     let dir = tempfile::tempdir().unwrap();
-    for loc in both_backends(dir.path()) {
-        let c = store::open(&loc).unwrap();
-        store::migrate(&c).unwrap();
+    for (loc, c) in both_stores(dir.path()) {
         let host = |name: &str, mode: &str| Host {
             name: name.into(),
             folder: "/".into(),
@@ -425,9 +441,7 @@ fn the_schedule_sync_applies_in_parts_on_both_backends() {
 fn the_scheduler_pulls_exactly_the_live_pull_hosts_on_both_backends() {
     use tether::receiver::store;
     let dir = tempfile::tempdir().unwrap();
-    for loc in both_backends(dir.path()) {
-        let c = store::open(&loc).unwrap();
-        store::migrate(&c).unwrap();
+    for (loc, c) in both_stores(dir.path()) {
         let now = store::now();
         let (live, past) = (now + 86400, now - 10);
         c.execute_batch(&format!(
