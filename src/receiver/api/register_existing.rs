@@ -158,22 +158,20 @@ impl ExistingJob {
     ) -> ApiResult<Result<ConnectionMode, ()>> {
         let r = &self.r;
         let now = store::now();
-        // The registration's two reads come first, then the user's.
-        let (pre, user_rows) = match pre {
-            Some(mut rows) => {
-                let user = rows.split_off(2.min(rows.len()));
-                (Some(rows), Some(user))
+        // The registration's reads come first, then the user's.
+        let (context, user_rows) = match pre {
+            Some(rows) => {
+                let mut rows = rows.into_iter();
+                let context = store::registration_context_of(&mut rows, &r.host_name, &r.uuid)?;
+                (context, Some(rows.collect()))
             }
-            None => (None, None),
+            None => (store::registration_context(c, &r.host_name, &r.uuid)?, None),
         };
         let store::RegistrationContext {
             host,
             of_uuid,
             of_host,
-        } = match pre {
-            Some(rows) => store::registration_context_of(rows, &r.host_name, &r.uuid)?,
-            None => store::registration_context(c, &r.host_name, &r.uuid)?,
-        };
+        } = context;
         let may_reregister = match &who {
             Who::User(seen) => {
                 let Some(p) = Principal::confirm(c, user_rows, seen)? else {

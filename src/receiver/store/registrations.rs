@@ -61,7 +61,7 @@ pub fn registration_context(
     uuid: &str,
 ) -> sql::Result<RegistrationContext> {
     let rows = c.query_all(&registration_reads(host, uuid))?;
-    registration_context_of(rows, host, uuid)
+    registration_context_of(&mut rows.into_iter(), host, uuid)
 }
 
 /// [`registration_context`]'s reads for [`Db::write_prefetched`]. The keys are the host, the
@@ -97,13 +97,13 @@ fn registration_reads(host: &str, uuid: &str) -> Vec<(String, Vec<sql::Value>)> 
     ]
 }
 
-/// [`registration_context`] from the rows of its reads.
+/// [`registration_context`] from the rows of its reads, taken from the front of `rows`
+/// (what follows them is left for the caller).
 pub fn registration_context_of(
-    rows: Prefetched,
+    rows: &mut impl Iterator<Item = Vec<sql::Row>>,
     host: &str,
     uuid: &str,
 ) -> sql::Result<RegistrationContext> {
-    let mut rows = rows.into_iter();
     let (hosts, regs) = (
         rows.next().unwrap_or_default(),
         rows.next().unwrap_or_default(),
