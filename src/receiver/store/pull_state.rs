@@ -53,7 +53,8 @@ fn targets_and_hosts(
     let (site, folders) = (site_interval(c)?, folder_intervals(c)?);
     // One pass over the hosts, each with its newest live registration looked up by index
     // (registrations_host, certs_uuid): the sync of a 100,000-host site read and sorted
-    // every registration and built every host row in full before.
+    // every registration and built every host row in full before. "Live" here is
+    // `Registration::live` in SQL; change both together.
     let rows = c.query(
         "SELECT h.name, h.folder, h.pull_interval, h.address, h.agent_port,
                 h.mode = 'pull-agent' AND h.cluster = 0,
@@ -71,14 +72,12 @@ fn targets_and_hosts(
         let name: String = r.get(0)?;
         let (pulled, uuid): (bool, Option<String>) = (r.get(5)?, r.get(6)?);
         if let (true, Some(uuid)) = (pulled, uuid) {
-            let (folder, own, address, port): (String, Option<i64>, Option<String>, Option<i64>) =
+            let (folder, own, address, port): (String, Option<i64>, Option<String>, Option<u16>) =
                 (r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?);
             let secs = resolve_interval(own, &folder, &folders, site);
             out.push(PullTarget {
                 address: address.unwrap_or_else(|| name.clone()),
-                port: port
-                    .and_then(|p| u16::try_from(p).ok())
-                    .unwrap_or(crate::wire::paths::DEFAULT_PULL_PORT),
+                port: port.unwrap_or(crate::wire::paths::DEFAULT_PULL_PORT),
                 interval_ms: secs.saturating_mul(1000),
                 host: name.clone(),
                 uuid,
