@@ -7,6 +7,8 @@
 //! BENCH_PG_RTT_US=500 reaches PostgreSQL over TCP through a relay that adds that much
 //! round-trip time, as a database on another host would;
 //! BENCH_PG_TCP=1 reaches it over TCP on loopback instead of its unix socket;
+//! BENCH_PG_STATS=1 prints, per case, the statements PostgreSQL ran during the timed part
+//! (pg_stat_statements): calls per registration and execution time per call;
 //! BENCH_RECEIVER_BIN=PATH runs another build of tether-receiver instead of this one).
 mod support;
 use std::process::{Command, Stdio};
@@ -26,19 +28,34 @@ fn main() {
     let sqlite = if std::env::var_os("BENCH_SKIP_SQLITE").is_some() {
         f64::NAN
     } else {
-        run_case("SQLite", None, None, 1, clients, per)
+        run_case("SQLite", None, None, 1, clients, per, None)
     };
     if !with_pg {
         return;
     }
     // BENCH_PG_SETTINGS="-c synchronous_commit=off" etc. isolates a cause; not the default.
-    let cluster = match std::env::var("BENCH_PG_SETTINGS") {
-        Ok(s) if !s.is_empty() => {
+    let settings = std::env::var("BENCH_PG_SETTINGS").unwrap_or_default();
+    let profile = std::env::var("BENCH_PG_STATS").is_ok_and(|v| !v.is_empty() && v != "0");
+    let cluster = match (settings.as_str(), profile) {
+        ("", false) => pg::PgCluster::start_durable(),
+        (s, _) => {
+            // The profile's library loads at server start; the durable defaults stay.
+            let s = match profile {
+                true => format!(
+                    "-c shared_buffers=128MB {s} -c shared_preload_libraries=pg_stat_statements"
+                ),
+                false => s.to_string(),
+            };
             println!("PostgreSQL settings: {s}");
             pg::PgCluster::start_with_settings(&s)
         }
-        _ => pg::PgCluster::start_durable(),
     };
+    if profile {
+        let mut c = cluster.client("postgres").expect("connect to postgres");
+        c.batch_execute("CREATE EXTENSION pg_stat_statements")
+            .expect("pg_stat_statements");
+    }
+    let profile = profile.then_some(&cluster);
     let rtt_us = env_usize("BENCH_PG_RTT_US", 0);
     let proxy = (rtt_us > 0).then(|| {
         println!("PostgreSQL over TCP through a relay adding {rtt_us} µs round-trip time");
@@ -62,6 +79,7 @@ fn main() {
         1,
         clients,
         per,
+        profile,
     );
     let pg2 = run_case(
         "PostgreSQL, 2 receivers",
@@ -70,6 +88,7 @@ fn main() {
         2,
         clients,
         per,
+        profile,
     );
     for (name, r) in [("1 receiver", pg1), ("2 receivers", pg2)] {
         println!(
@@ -109,7 +128,8 @@ fn spawn_serve(d: &std::path::Path, ready: &std::path::Path) -> (std::process::C
 
 /// One run: a fresh site (on `db` when given), `receivers` serve processes, `clients`
 /// clients round-robin across them; prints and returns registrations/s, and the CPU each
-/// party spent per registration (`pg_data`: the cluster to account for).
+/// party spent per registration (`pg_data`: the cluster to account for; `profile`: the
+/// cluster whose statements to print, see BENCH_PG_STATS).
 fn run_case(
     label: &str,
     db: Option<String>,
@@ -117,6 +137,7 @@ fn run_case(
     receivers: usize,
     clients: usize,
     per: usize,
+    profile: Option<&pg::PgCluster>,
 ) -> f64 {
     let total = clients * per;
     let dir = tempfile::tempdir().expect("tempdir");
@@ -212,6 +233,11 @@ fn run_case(
         let pg = pg_data.map(cluster_cpu_secs).unwrap_or(0.0);
         (rcv, pg, cpu_secs(std::process::id()))
     };
+    if let Some(cluster) = profile {
+        let mut c = cluster.client("postgres").expect("connect to postgres");
+        c.batch_execute("SELECT pg_stat_statements_reset()")
+            .expect("reset statistics");
+    }
     let cpu0 = cpu();
     let start = Instant::now();
     let mut lat: Vec<Duration> = std::thread::scope(|s| {
@@ -268,7 +294,41 @@ fn run_case(
         per_reg(cpu0.1, cpu1.1),
         per_reg(cpu0.2, cpu1.2),
     );
+    if let Some(cluster) = profile {
+        statement_profile(cluster, total);
+    }
     rate
+}
+
+/// The statements PostgreSQL ran since the last reset, most time first: calls per
+/// registration and execution time per call. Their sum beside the server's CPU per
+/// registration tells execution from the cost of each statement's round through the protocol.
+fn statement_profile(cluster: &pg::PgCluster, total: usize) {
+    let mut c = cluster.client("postgres").expect("connect to postgres");
+    let rows = c
+        .query(
+            "SELECT calls, total_exec_time, regexp_replace(query, '\\s+', ' ', 'g')
+             FROM pg_stat_statements WHERE calls > 0 ORDER BY total_exec_time DESC",
+            &[],
+        )
+        .expect("pg_stat_statements");
+    let (mut calls_all, mut ms_all) = (0i64, 0f64);
+    for r in &rows {
+        let (calls, ms, q): (i64, f64, String) = (r.get(0), r.get(1), r.get(2));
+        calls_all += calls;
+        ms_all += ms;
+        println!(
+            "  {:>6.2} calls/registration {:>7.1} µs/call  {}",
+            calls as f64 / total as f64,
+            ms * 1e3 / calls as f64,
+            q.chars().take(100).collect::<String>()
+        );
+    }
+    println!(
+        "  all statements: {:.1} per registration, {:.3} ms execution per registration",
+        calls_all as f64 / total as f64,
+        ms_all / total as f64
+    );
 }
 
 /// The connection string pointing at `127.0.0.1:port` instead of the cluster's socket.

@@ -504,3 +504,30 @@ fn the_scheduler_pulls_exactly_the_live_pull_hosts_on_both_backends() {
         assert_eq!(added, ["a", "b", "g"], "{loc:?}");
     }
 }
+
+#[test]
+fn the_database_urls_options_reach_the_session_after_the_receivers_own() {
+    use tether::receiver::store::{self, Location, PgTarget};
+    let db = PgCluster::shared().create_db();
+    let settings = |url: String| -> (String, String) {
+        let c = store::open(&Location::Postgres(PgTarget {
+            url,
+            password: None,
+        }))
+        .expect("open the database");
+        let rows = c
+            .query(
+                "SELECT current_setting('jit'), current_setting('work_mem')",
+                [],
+            )
+            .expect("read the session's settings");
+        (rows[0].get(0).unwrap(), rows[0].get(1).unwrap())
+    };
+    // The receiver's own default: no JIT (compiling its big reads costs more than it saves).
+    assert_eq!(settings(db.clone()).0, "off");
+    // An operator's options are kept, and applied after the receiver's, so they win.
+    assert_eq!(
+        settings(format!("{db} options='-c work_mem=1234kB -c jit=on'")),
+        ("on".to_string(), "1234kB".to_string())
+    );
+}

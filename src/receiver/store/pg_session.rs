@@ -358,9 +358,22 @@ pub(super) fn config(t: &PgTarget) -> Result<tokio_postgres::Config> {
         cfg.application_name("tether-receiver");
     }
     cfg.connect_timeout(Duration::from_secs(15));
-    // Schema upgrades are idempotent: their "already exists" notices are noise.
-    cfg.options("-c client_min_messages=warning");
+    cfg.options(session_options(cfg.get_options()));
     Ok(cfg)
+}
+
+/// The session settings the receiver starts with, then the `options` of the database URL,
+/// if it has any: the server applies them in order, so the operator's settings win.
+/// - Schema upgrades are idempotent: their "already exists" notices are noise.
+/// - No JIT: the planner compiles reads it costs high (the scheduler's sync of every host),
+///   and on a site that was never analyzed, or one of a few thousand hosts, compiling takes
+///   longer than running the read (see the receiver's README, *State on PostgreSQL*).
+fn session_options(url_options: Option<&str>) -> String {
+    let ours = "-c client_min_messages=warning -c jit=off";
+    match url_options.map(str::trim).filter(|o| !o.is_empty()) {
+        Some(theirs) => format!("{ours} {theirs}"),
+        None => ours.to_string(),
+    }
 }
 
 /// Awaits every future, polling them in order, so requests leave in order (each is sent on
