@@ -242,6 +242,19 @@ fn a_sqlite_site_moves_to_postgres_and_carries_on() {
             "{t} is empty: the test site must fill it"
         );
     }
+    // The copy is analyzed: the planner knows the rows (an unanalyzed table's estimate
+    // stays at what it was when its indexes were made on the empty table).
+    let mut pc = postgres::Client::connect(&db, postgres::NoTls).unwrap();
+    for t in ["hosts", "registrations", "audit"] {
+        let estimate: f32 = pc
+            .query_one(
+                &format!("SELECT reltuples FROM pg_class WHERE oid = '{t}'::regclass"),
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(estimate as i64, pg_count(&db, t), "{t}: not analyzed");
+    }
     assert!(rep["config_written"].is_null());
     assert!(rep["next_step"].as_str().unwrap().contains("database_url"));
     assert!(!rcv.dir.path().join("receiver.toml").exists());

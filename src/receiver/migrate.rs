@@ -211,6 +211,13 @@ fn copy_all(src: &Connection, dst: &Connection, o: &MigrateOptions) -> Result<Co
     match r {
         Ok(v) => {
             dst.commit()?;
+            // Planner statistics for the copied rows now, not when autovacuum gets to them:
+            // receivers started right away would otherwise plan for empty tables.
+            if let Err(e) = dst.execute_batch(&format!("ANALYZE {}", tables.join(", "))) {
+                tracing::warn!(
+                    "the copy is committed, but ANALYZE failed ({e}): run ANALYZE on the database"
+                );
+            }
             Ok(v)
         }
         Err(e) => {
