@@ -136,8 +136,10 @@ pub fn report(c: &Connection) -> sql::Result<HealthOut> {
 /// Live registrations (not revoked, certificate valid) of the site.
 pub fn live_registrations(c: &Connection, now: i64) -> sql::Result<i64> {
     c.query_row(
-        "SELECT COUNT(*) FROM registrations r WHERE r.revoked_at IS NULL AND EXISTS
-           (SELECT 1 FROM certs c WHERE c.uuid=r.uuid AND c.revoked_at IS NULL AND c.not_after > ?1)",
+        &format!(
+            "SELECT COUNT(*) FROM registrations r WHERE {}",
+            store::LIVE_REGISTRATION_SQL
+        ),
         [now],
         |r| r.get(0),
     )

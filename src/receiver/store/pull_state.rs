@@ -53,17 +53,16 @@ fn targets_and_hosts(
     let (site, folders) = (site_interval(c)?, folder_intervals(c)?);
     // One pass over the hosts, each with its newest live registration looked up by index
     // (registrations_host, certs_uuid): the sync of a 100,000-host site read and sorted
-    // every registration and built every host row in full before. "Live" here is
-    // `Registration::live` in SQL; change both together.
+    // every registration and built every host row in full before.
     let rows = c.query(
-        "SELECT h.name, h.folder, h.pull_interval, h.address, h.agent_port,
-                h.mode = 'pull-agent' AND h.cluster = 0,
-                (SELECT r.uuid FROM registrations r
-                  WHERE r.host = h.name AND r.revoked_at IS NULL
-                    AND (SELECT MAX(ce.not_after) FROM certs ce
-                          WHERE ce.uuid = r.uuid AND ce.revoked_at IS NULL) > ?1
-                  ORDER BY r.registered_at DESC LIMIT 1)
-         FROM hosts h",
+        &format!(
+            "SELECT h.name, h.folder, h.pull_interval, h.address, h.agent_port,
+                    h.mode = 'pull-agent' AND h.cluster = 0,
+                    (SELECT r.uuid FROM registrations r
+                      WHERE r.host = h.name AND {LIVE_REGISTRATION_SQL}
+                      ORDER BY r.registered_at DESC LIMIT 1)
+             FROM hosts h"
+        ),
         [now],
     )?;
     let mut out = Vec::new();

@@ -133,6 +133,11 @@ pub fn list_registrations(c: &Connection) -> sql::Result<Vec<Registration>> {
     rows.collect()
 }
 
+/// [`Registration::live`] in SQL, for a query that reads `registrations r` with `now` as
+/// `?1`: change both together.
+pub const LIVE_REGISTRATION_SQL: &str = "r.revoked_at IS NULL AND EXISTS
+    (SELECT 1 FROM certs ce WHERE ce.uuid = r.uuid AND ce.revoked_at IS NULL AND ce.not_after > ?1)";
+
 impl Registration {
     /// Live: not revoked and holding a certificate that has not expired.
     pub fn live(&self, now: i64) -> bool {
