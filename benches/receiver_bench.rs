@@ -42,7 +42,8 @@ fn main() {
             // The profile's library loads at server start; the durable defaults stay.
             let s = match profile {
                 true => format!(
-                    "-c shared_buffers=128MB {s} -c shared_preload_libraries=pg_stat_statements"
+                    "{} {s} -c shared_preload_libraries=pg_stat_statements",
+                    pg::DURABLE_SETTINGS
                 ),
                 false => s.to_string(),
             };

@@ -10,6 +10,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+/// The settings of [`PgCluster::start_durable`]: PostgreSQL's own default buffer pool, not
+/// the tests' economy 16 MB; fsync and synchronous_commit stay at their (durable) defaults.
+pub const DURABLE_SETTINGS: &str = "-c shared_buffers=128MB";
+
 pub struct PgCluster {
     pub dir: PathBuf,
     pub socket_dir: PathBuf,
@@ -65,8 +69,7 @@ impl PgCluster {
     /// A cluster with PostgreSQL's durable defaults (fsync, synchronous_commit on), for
     /// benchmarks that compare with SQLite's synchronous=FULL.
     pub fn start_durable() -> PgCluster {
-        // PostgreSQL's own default buffer pool, not the tests' economy 16 MB.
-        Self::start_with("-c shared_buffers=128MB")
+        Self::start_with(DURABLE_SETTINGS)
     }
 
     /// A cluster with extra server settings (`-c name=value ...`), for diagnosis.
